@@ -1,0 +1,21 @@
+//! # envelope-router
+//!
+//! Producers wrap each opaque payload in a protobuf envelope whose header
+//! carries routing metadata; the router reads only that header, drops
+//! duplicates, checks the schema id and republishes the untouched bytes to
+//! `env.source.title.category-vVERSION` topics.
+//!
+//! This crate holds both sides:
+//! - [`envelope`]: the wire format, validation rules, the producer encoder and
+//!   the zero-copy header reader. No runtime dependencies.
+//! - `producer` (feature `producer`): a Kafka producer wrapper over rdkafka.
+//! - the router service and its CLI (feature `router`, on by default).
+//!
+//! A producer that only encodes depends on it like this:
+//! ```toml
+//! envelope-router = { version = "0.1", default-features = false }            # encoder only
+//! envelope-router = { version = "0.1", default-features = false, features = ["producer"] }
+//! ```
+#![warn(missing_docs)]
+
+pub mod envelope;
