@@ -9,7 +9,7 @@
 //! which prost does not track. `tests/reader_matches_prost.rs` and
 //! `fuzz/fuzz_targets/reader_vs_prost.rs` check that agreement.
 
-use super::wire::{Cursor, WireType, RECURSION_LIMIT};
+use super::wire::{Cursor, Fail, WireType, RECURSION_LIMIT};
 use std::fmt;
 
 /// Why a record could not be read as an envelope. Offsets are byte positions
@@ -146,33 +146,10 @@ impl<'a> EnvelopeView<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read(record: &'a [u8]) -> Result<Self, ReadError> {
-        let mut c = Cursor::new(record);
-        let mut h = PartialHeader::default();
-        let mut has_header = false;
-        let mut payload = None;
-        while c.has_remaining() {
-            let (tag, wt) = c.key()?;
-            match tag {
-                1 => {
-                    expect(wt, WireType::LengthDelimited, "header")?;
-                    let mut sub = c.sub_message()?;
-                    read_header(&mut sub, &mut h, RECURSION_LIMIT - 1)?;
-                    has_header = true;
-                }
-                2 => {
-                    expect(wt, WireType::LengthDelimited, "payload")?;
-                    payload = Some(c.length_delimited()?);
-                }
-                _ => c.skip_field(wt, tag, RECURSION_LIMIT)?,
-            }
+        match parse::<()>(record) {
+            Ok(view) => Ok(view),
+            Err(()) => Err(explain(record)),
         }
-        if !has_header {
-            return Err(ReadError::MissingField { field: "header" });
-        }
-        Ok(EnvelopeView {
-            header: h.finish(record)?,
-            payload,
-        })
     }
 
     /// The header fields.
@@ -188,34 +165,130 @@ impl<'a> EnvelopeView<'a> {
     }
 }
 
-#[inline]
-fn expect(found: WireType, expected: WireType, field: &'static str) -> Result<(), ReadError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(ReadError::WrongWireType {
-            field,
-            expected,
-            found,
-        })
+/// Field keys (`field number << 3 | wire type`) as canonical encoders write
+/// them; the parser dispatches on these and sends anything else through the
+/// general path, which applies prost's rules.
+mod keys {
+    pub const LEN_1: u64 = 1 << 3 | 2;
+    pub const LEN_2: u64 = 2 << 3 | 2;
+    pub const LEN_3: u64 = 3 << 3 | 2;
+    pub const LEN_4: u64 = 4 << 3 | 2;
+    pub const LEN_5: u64 = 5 << 3 | 2;
+    pub const VARINT_6: u64 = 6 << 3;
+    pub const VARINT_7: u64 = 7 << 3;
+    pub const VARINT_8: u64 = 8 << 3;
+    pub const LEN_9: u64 = 9 << 3 | 2;
+    pub const LEN_10: u64 = 10 << 3 | 2;
+    pub const LEN_11: u64 = 11 << 3 | 2;
+}
+
+/// Header field names and declared wire types, by field number.
+const HEADER_FIELDS: [(&str, WireType); 11] = [
+    ("header.message_id", WireType::LengthDelimited),
+    ("header.env", WireType::LengthDelimited),
+    ("header.source", WireType::LengthDelimited),
+    ("header.title", WireType::LengthDelimited),
+    ("header.category", WireType::LengthDelimited),
+    ("header.version", WireType::Varint),
+    ("header.schema_id", WireType::Varint),
+    ("header.event_time_ms", WireType::Varint),
+    ("header.producer", WireType::LengthDelimited),
+    ("header.content_type", WireType::LengthDelimited),
+    ("header.attributes", WireType::LengthDelimited),
+];
+
+/// The parser, generic over how it fails (see [`Fail`]).
+#[inline(always)]
+fn parse<'a, E: Fail>(record: &'a [u8]) -> Result<EnvelopeView<'a>, E> {
+    let mut c = Cursor::new(record);
+    let mut h = PartialHeader::default();
+    let mut has_header = false;
+    let mut payload = None;
+    while c.has_remaining() {
+        let at = c.rest();
+        match c.varint()? {
+            keys::LEN_1 => {
+                let mut sub = c.sub_message()?;
+                read_header(&mut sub, &mut h, RECURSION_LIMIT - 1)?;
+                has_header = true;
+            }
+            keys::LEN_2 => payload = Some(c.length_delimited()?),
+            key => match c.check_key(key, at)? {
+                (1, found) => return Err(wrong_wire_type("header", found)),
+                (2, found) => return Err(wrong_wire_type("payload", found)),
+                (tag, wt) => c.skip_field(wt, tag, RECURSION_LIMIT)?,
+            },
+        }
+    }
+    if !has_header {
+        return Err(E::fail(|| ReadError::MissingField { field: "header" }));
+    }
+    Ok(EnvelopeView {
+        header: h.finish(record)?,
+        payload,
+    })
+}
+
+/// Parses a record the fast path rejected again, this time building the
+/// precise error.
+#[cold]
+#[inline(never)]
+fn explain(record: &[u8]) -> ReadError {
+    match parse::<ReadError>(record) {
+        Err(e) => e,
+        Ok(_) => unreachable!("one generic parser accepted a record it had rejected"),
     }
 }
 
-#[inline]
-fn utf8<'a>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, ReadError> {
-    std::str::from_utf8(bytes).map_err(|_| ReadError::InvalidUtf8 { field })
+#[cold]
+fn wrong_wire_type<E: Fail>(field: &'static str, found: WireType) -> E {
+    E::fail(|| ReadError::WrongWireType {
+        field,
+        expected: WireType::LengthDelimited,
+        found,
+    })
 }
 
-#[inline]
-fn string<'a>(c: &mut Cursor<'a>, wt: WireType, field: &'static str) -> Result<&'a str, ReadError> {
-    expect(wt, WireType::LengthDelimited, field)?;
+#[inline(always)]
+fn utf8<'a, E: Fail>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, E> {
+    // Header strings are short and almost always ASCII: a word-at-a-time
+    // ASCII check is several times cheaper than the general validator there.
+    if is_ascii(bytes) {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|_| E::fail(|| ReadError::InvalidUtf8 { field }))
+}
+
+/// ASCII check tuned for short strings: two overlapping word loads cover
+/// 4..=16 bytes without a loop; longer strings use the standard check.
+#[inline(always)]
+fn is_ascii(b: &[u8]) -> bool {
+    const HIGH64: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    match n {
+        0 => true,
+        1..=3 => (b[0] | b[n / 2] | b[n - 1]) < 0x80,
+        4..=7 => {
+            let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+            (lo | hi) & 0x8080_8080 == 0
+        }
+        8..=16 => {
+            let word = |at: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&b[at..at + 8]);
+                u64::from_le_bytes(w)
+            };
+            (word(0) | word(n - 8)) & HIGH64 == 0
+        }
+        _ => b.is_ascii(),
+    }
+}
+
+#[inline(always)]
+fn string<'a, E: Fail>(c: &mut Cursor<'a>, field: &'static str) -> Result<&'a str, E> {
     utf8(c.length_delimited()?, field)
-}
-
-#[inline]
-fn varint(c: &mut Cursor<'_>, wt: WireType, field: &'static str) -> Result<u64, ReadError> {
-    expect(wt, WireType::Varint, field)?;
-    c.varint()
 }
 
 /// Header fields seen so far; a header may arrive in several chunks that
@@ -236,9 +309,11 @@ struct PartialHeader<'a> {
 }
 
 impl<'a> PartialHeader<'a> {
-    fn finish(self, record: &'a [u8]) -> Result<HeaderView<'a>, ReadError> {
-        fn req<T>(v: Option<T>, field: &'static str) -> Result<T, ReadError> {
-            v.ok_or(ReadError::MissingField { field })
+    #[inline(always)]
+    fn finish<E: Fail>(self, record: &'a [u8]) -> Result<HeaderView<'a>, E> {
+        #[inline(always)]
+        fn req<T, E: Fail>(v: Option<T>, field: &'static str) -> Result<T, E> {
+            v.ok_or_else(|| E::fail(|| ReadError::MissingField { field }))
         }
         Ok(HeaderView {
             message_id: req(self.message_id, "header.message_id")?,
@@ -260,52 +335,83 @@ impl<'a> PartialHeader<'a> {
 }
 
 /// Reads one header chunk. `depth` is the nesting budget left inside it.
-fn read_header<'a>(
+#[inline(always)]
+fn read_header<'a, E: Fail>(
     c: &mut Cursor<'a>,
     h: &mut PartialHeader<'a>,
     depth: u32,
-) -> Result<(), ReadError> {
+) -> Result<(), E> {
     while c.has_remaining() {
-        let (tag, wt) = c.key()?;
-        match tag {
-            1 => {
-                expect(wt, WireType::LengthDelimited, "header.message_id")?;
-                h.message_id = Some(c.length_delimited()?);
-            }
-            2 => h.env = Some(string(c, wt, "header.env")?),
-            3 => h.source = Some(string(c, wt, "header.source")?),
-            4 => h.title = Some(string(c, wt, "header.title")?),
-            5 => h.category = Some(string(c, wt, "header.category")?),
-            6 => h.version = Some(varint(c, wt, "header.version")? as u32),
-            7 => h.schema_id = Some(varint(c, wt, "header.schema_id")? as u32),
-            8 => h.event_time_ms = Some(varint(c, wt, "header.event_time_ms")? as i64),
-            9 => h.producer = Some(string(c, wt, "header.producer")?),
-            10 => h.content_type = Some(string(c, wt, "header.content_type")?),
-            11 => {
+        let at = c.rest();
+        match c.varint()? {
+            keys::LEN_1 => h.message_id = Some(c.length_delimited()?),
+            keys::LEN_2 => h.env = Some(string(c, "header.env")?),
+            keys::LEN_3 => h.source = Some(string(c, "header.source")?),
+            keys::LEN_4 => h.title = Some(string(c, "header.title")?),
+            keys::LEN_5 => h.category = Some(string(c, "header.category")?),
+            keys::VARINT_6 => h.version = Some(c.varint()? as u32),
+            keys::VARINT_7 => h.schema_id = Some(c.varint()? as u32),
+            keys::VARINT_8 => h.event_time_ms = Some(c.varint()? as i64),
+            keys::LEN_9 => h.producer = Some(string(c, "header.producer")?),
+            keys::LEN_10 => h.content_type = Some(string(c, "header.content_type")?),
+            keys::LEN_11 => read_attribute_field(c, h, depth)?,
+            key => match c.check_key(key, at)? {
                 // prost reads a map field as length-delimited whatever wire
                 // type its key claims; do the same so the two always agree.
-                if depth == 0 {
-                    return Err(ReadError::RecursionLimit { offset: c.pos() });
+                (11, _) => read_attribute_field(c, h, depth)?,
+                (tag @ 1..=10, found) => {
+                    let (field, expected) = HEADER_FIELDS[tag as usize - 1];
+                    return Err(E::fail(|| ReadError::WrongWireType {
+                        field,
+                        expected,
+                        found,
+                    }));
                 }
-                let mut entry = c.sub_message()?;
-                read_attribute(&mut entry, depth - 1)?;
-                h.attribute_entries = h.attribute_entries.saturating_add(1);
-            }
-            _ => c.skip_field(wt, tag, depth)?,
+                (tag, wt) => c.skip_field(wt, tag, depth)?,
+            },
         }
     }
     Ok(())
 }
 
+#[inline(always)]
+fn read_attribute_field<'a, E: Fail>(
+    c: &mut Cursor<'a>,
+    h: &mut PartialHeader<'a>,
+    depth: u32,
+) -> Result<(), E> {
+    if depth == 0 {
+        return Err(E::fail(|| ReadError::RecursionLimit { offset: c.pos() }));
+    }
+    let mut entry = c.sub_message()?;
+    read_attribute::<E>(&mut entry, depth - 1)?;
+    h.attribute_entries = h.attribute_entries.saturating_add(1);
+    Ok(())
+}
+
 /// Reads one map entry; a missing key or value defaults to "".
-fn read_attribute<'a>(c: &mut Cursor<'a>, depth: u32) -> Result<(&'a str, &'a str), ReadError> {
+#[inline(always)]
+fn read_attribute<'a, E: Fail>(
+    c: &mut Cursor<'a>,
+    depth: u32,
+) -> Result<(&'a str, &'a str), E> {
     let (mut key, mut value) = ("", "");
     while c.has_remaining() {
-        let (tag, wt) = c.key()?;
-        match tag {
-            1 => key = string(c, wt, "header.attributes.key")?,
-            2 => value = string(c, wt, "header.attributes.value")?,
-            _ => c.skip_field(wt, tag, depth)?,
+        let at = c.rest();
+        match c.varint()? {
+            keys::LEN_1 => key = string(c, "header.attributes.key")?,
+            keys::LEN_2 => value = string(c, "header.attributes.value")?,
+            raw => match c.check_key(raw, at)? {
+                (tag @ (1 | 2), found) => {
+                    let field = ["header.attributes.key", "header.attributes.value"][tag as usize - 1];
+                    return Err(E::fail(|| ReadError::WrongWireType {
+                        field,
+                        expected: WireType::LengthDelimited,
+                        found,
+                    }));
+                }
+                (tag, wt) => c.skip_field(wt, tag, depth)?,
+            },
         }
     }
     Ok((key, value))
@@ -365,23 +471,41 @@ impl<'a> Iterator for AttributesIter<'a> {
         loop {
             if let Some(h) = self.header.as_mut() {
                 while h.has_remaining() {
-                    let (tag, wt) = h.key().ok()?;
+                    let (tag, wt) = h.key::<()>().ok()?;
                     if tag == 11 {
-                        let mut entry = h.sub_message().ok()?;
-                        return read_attribute(&mut entry, RECURSION_LIMIT).ok();
+                        let mut entry = h.sub_message::<()>().ok()?;
+                        return read_attribute::<()>(&mut entry, RECURSION_LIMIT).ok();
                     }
-                    h.skip_field(wt, tag, RECURSION_LIMIT).ok()?;
+                    h.skip_field::<()>(wt, tag, RECURSION_LIMIT).ok()?;
                 }
                 self.header = None;
             }
             if !self.outer.has_remaining() {
                 return None;
             }
-            let (tag, wt) = self.outer.key().ok()?;
+            let (tag, wt) = self.outer.key::<()>().ok()?;
             if tag == 1 {
-                self.header = Some(self.outer.sub_message().ok()?);
+                self.header = Some(self.outer.sub_message::<()>().ok()?);
             } else {
-                self.outer.skip_field(wt, tag, RECURSION_LIMIT).ok()?;
+                self.outer.skip_field::<()>(wt, tag, RECURSION_LIMIT).ok()?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ascii;
+
+    #[test]
+    fn short_ascii_check_matches_std_at_every_length_and_position() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(is_ascii(&clean), "len {len}");
+            for at in 0..len {
+                let mut dirty = clean.clone();
+                dirty[at] = 0x80 | (at as u8);
+                assert!(!is_ascii(&dirty), "len {len}, non-ASCII at {at}");
             }
         }
     }

@@ -30,6 +30,7 @@ pub enum WireType {
 }
 
 impl WireType {
+    #[inline(always)]
     fn from_bits(bits: u64) -> Option<WireType> {
         Some(match bits {
             0 => WireType::Varint,
@@ -43,158 +44,208 @@ impl WireType {
     }
 }
 
-/// A cursor over a byte slice. `pos` is absolute within the record so that
-/// errors can point at the offending byte.
+/// How a parse reports failure. The router's hot path parses with `()` (a
+/// register-sized `Result`, no error built); only when a record fails is it
+/// parsed again with [`ReadError`] to say precisely what is wrong. Both runs
+/// are the same generic code, so they cannot disagree.
+pub(crate) trait Fail: Sized {
+    /// Builds the error; `()` never calls `detail`.
+    fn fail(detail: impl FnOnce() -> ReadError) -> Self;
+}
+
+impl Fail for () {
+    #[inline(always)]
+    fn fail(_: impl FnOnce() -> ReadError) -> Self {}
+}
+
+impl Fail for ReadError {
+    #[cold]
+    fn fail(detail: impl FnOnce() -> ReadError) -> Self {
+        detail()
+    }
+}
+
+/// A cursor over the unread part of a message. `origin` is the whole record,
+/// so errors can name absolute byte offsets.
 #[derive(Clone, Copy)]
 pub(crate) struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    end: usize,
+    origin: &'a [u8],
+    rest: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(record: &'a [u8]) -> Self {
         Cursor {
-            buf,
-            pos: 0,
-            end: buf.len(),
+            origin: record,
+            rest: record,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn has_remaining(&self) -> bool {
-        self.pos < self.end
+        !self.rest.is_empty()
     }
 
-    #[inline]
+    /// Absolute offset of the next unread byte.
     pub(crate) fn pos(&self) -> usize {
-        self.pos
+        self.offset_of(self.rest)
     }
 
-    #[inline]
-    fn remaining(&self) -> usize {
-        self.end - self.pos
+    fn offset_of(&self, at: &[u8]) -> usize {
+        at.as_ptr() as usize - self.origin.as_ptr() as usize
     }
 
     /// Decodes a varint: at most 10 bytes, the 10th must be 0 or 1.
-    #[inline]
-    pub(crate) fn varint(&mut self) -> Result<u64, ReadError> {
-        let start = self.pos;
-        let bytes = &self.buf[self.pos..self.end];
-        if let Some(&b) = bytes.first() {
-            if b < 0x80 {
-                self.pos += 1;
-                return Ok(u64::from(b));
+    #[inline(always)]
+    pub(crate) fn varint<E: Fail>(&mut self) -> Result<u64, E> {
+        // One-byte varints (keys, short lengths) are the common case.
+        // One- and two-byte varints (keys, lengths up to 16 KiB) inline.
+        match self.rest {
+            [b, tail @ ..] if *b < 0x80 => {
+                self.rest = tail;
+                Ok(u64::from(*b))
             }
-        }
-        let mut value: u64 = 0;
-        for (i, &b) in bytes.iter().take(10).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                if i == 9 && b >= 0x02 {
-                    break;
+            [b0, b1, tail @ ..] if *b1 < 0x80 => {
+                self.rest = tail;
+                Ok(u64::from(b0 & 0x7f) | (u64::from(*b1) << 7))
+            }
+            _ => match varint_slow(self.rest) {
+                Some((value, len)) => {
+                    self.rest = &self.rest[len..];
+                    Ok(value)
                 }
-                self.pos += i + 1;
-                return Ok(value);
-            }
-            if i == 9 {
-                break;
-            }
+                None => Err(E::fail(|| ReadError::InvalidVarint { offset: self.pos() })),
+            },
         }
-        Err(ReadError::InvalidVarint { offset: start })
     }
 
     /// Decodes a field key into `(field number, wire type)`.
-    #[inline]
-    pub(crate) fn key(&mut self) -> Result<(u32, WireType), ReadError> {
-        let offset = self.pos;
+    #[inline(always)]
+    pub(crate) fn key<E: Fail>(&mut self) -> Result<(u32, WireType), E> {
+        let at = self.rest;
         let key = self.varint()?;
-        if key > u64::from(u32::MAX) {
-            return Err(ReadError::InvalidKey { offset });
+        self.check_key(key, at)
+    }
+
+    /// Splits a raw key read at `at` into `(field number, wire type)`,
+    /// rejecting field number 0, keys above 32 bits and wire types 6 and 7.
+    #[inline]
+    pub(crate) fn check_key<E: Fail>(&self, key: u64, at: &[u8]) -> Result<(u32, WireType), E> {
+        let tag = key >> 3;
+        let wire_type = WireType::from_bits(key & 7);
+        match wire_type {
+            Some(wt) if tag != 0 && key <= u64::from(u32::MAX) => Ok((tag as u32, wt)),
+            _ => Err(E::fail(|| {
+                let offset = self.offset_of(at);
+                match wire_type {
+                    None => ReadError::InvalidWireType {
+                        offset,
+                        value: (key & 7) as u8,
+                    },
+                    Some(_) => ReadError::InvalidKey { offset },
+                }
+            })),
         }
-        let wire_type = WireType::from_bits(key & 7).ok_or(ReadError::InvalidWireType {
-            offset,
-            value: (key & 7) as u8,
-        })?;
-        let tag = (key as u32) >> 3;
-        if tag == 0 {
-            return Err(ReadError::InvalidKey { offset });
+    }
+
+    /// Takes `len` bytes, or fails with the offset of the length prefix.
+    #[inline(always)]
+    fn take<E: Fail>(&mut self, len: u64, prefix: &'a [u8]) -> Result<&'a [u8], E> {
+        if len > self.rest.len() as u64 {
+            return Err(E::fail(|| ReadError::Truncated {
+                offset: self.offset_of(prefix),
+                needed: len,
+                available: self.rest.len(),
+            }));
         }
-        Ok((tag, wire_type))
+        let (taken, rest) = self.rest.split_at(len as usize);
+        self.rest = rest;
+        Ok(taken)
     }
 
     /// Reads a length prefix and returns the delimited bytes, advancing past them.
-    #[inline]
-    pub(crate) fn length_delimited(&mut self) -> Result<&'a [u8], ReadError> {
-        let offset = self.pos;
+    #[inline(always)]
+    pub(crate) fn length_delimited<E: Fail>(&mut self) -> Result<&'a [u8], E> {
+        let prefix = self.rest;
         let len = self.varint()?;
-        if len > self.remaining() as u64 {
-            return Err(ReadError::Truncated {
-                offset,
-                needed: len,
-                available: self.remaining(),
-            });
-        }
-        let start = self.pos;
-        self.pos += len as usize;
-        Ok(&self.buf[start..self.pos])
+        self.take(len, prefix)
     }
 
     /// Like [`Cursor::length_delimited`], but returns a cursor over the
     /// delimited region that keeps absolute offsets.
-    #[inline]
-    pub(crate) fn sub_message(&mut self) -> Result<Cursor<'a>, ReadError> {
-        let bytes = self.length_delimited()?;
-        let end = self.pos;
+    #[inline(always)]
+    pub(crate) fn sub_message<E: Fail>(&mut self) -> Result<Cursor<'a>, E> {
         Ok(Cursor {
-            buf: self.buf,
-            pos: end - bytes.len(),
-            end,
+            origin: self.origin,
+            rest: self.length_delimited()?,
         })
+    }
+
+    /// The unread bytes (to remember a position for error offsets).
+    #[inline(always)]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
     }
 
     /// Skips one field of an unknown number, as prost's `skip_field` does:
     /// `depth` is the remaining nesting budget.
-    pub(crate) fn skip_field(
+    pub(crate) fn skip_field<E: Fail>(
         &mut self,
         wire_type: WireType,
         tag: u32,
         depth: u32,
-    ) -> Result<(), ReadError> {
+    ) -> Result<(), E> {
         if depth == 0 {
-            return Err(ReadError::RecursionLimit { offset: self.pos });
+            return Err(E::fail(|| ReadError::RecursionLimit { offset: self.pos() }));
         }
+        let prefix = self.rest;
         let len: u64 = match wire_type {
             WireType::Varint => {
-                self.varint()?;
+                self.varint::<E>()?;
                 0
             }
             WireType::ThirtyTwoBit => 4,
             WireType::SixtyFourBit => 8,
             WireType::LengthDelimited => self.varint()?,
             WireType::StartGroup => loop {
-                let offset = self.pos;
+                let at = self.rest;
                 let (inner_tag, inner_wt) = self.key()?;
                 if inner_wt == WireType::EndGroup {
                     if inner_tag != tag {
-                        return Err(ReadError::UnexpectedEndGroup { offset });
+                        return Err(E::fail(|| ReadError::UnexpectedEndGroup {
+                            offset: self.offset_of(at),
+                        }));
                     }
                     break 0;
                 }
                 self.skip_field(inner_wt, inner_tag, depth - 1)?;
             },
-            WireType::EndGroup => return Err(ReadError::UnexpectedEndGroup { offset: self.pos }),
+            WireType::EndGroup => {
+                return Err(E::fail(|| ReadError::UnexpectedEndGroup {
+                    offset: self.pos(),
+                }))
+            }
         };
-        if len > self.remaining() as u64 {
-            return Err(ReadError::Truncated {
-                offset: self.pos,
-                needed: len,
-                available: self.remaining(),
-            });
-        }
-        self.pos += len as usize;
-        Ok(())
+        self.take(len, prefix).map(|_| ())
     }
+}
+
+/// Decodes a varint of any length, returning it and its length in bytes.
+/// Takes the slice rather than the cursor so that the cursor's address never
+/// escapes and it stays in registers on the fast path.
+#[inline(never)]
+fn varint_slow(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            if i == 9 && b >= 0x02 {
+                return None;
+            }
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// Appends `value` as a protobuf varint.
@@ -219,6 +270,15 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<u64, ReadError> {
         Cursor::new(bytes).varint()
+    }
+
+    fn key(bytes: &[u8]) -> Result<(u32, WireType), ReadError> {
+        Cursor::new(bytes).key()
+    }
+
+    fn skip(bytes: &[u8], wt: WireType, tag: u32) -> Result<Cursor<'_>, ReadError> {
+        let mut c = Cursor::new(bytes);
+        c.skip_field(wt, tag, RECURSION_LIMIT).map(|_| c)
     }
 
     #[test]
@@ -253,29 +313,32 @@ mod tests {
 
     #[test]
     fn key_rejects_tag_zero_and_bad_wire_types() {
-        assert!(matches!(Cursor::new(&[0x00]).key(), Err(ReadError::InvalidKey { .. })));
-        assert!(matches!(
-            Cursor::new(&[0x0e]).key(),
-            Err(ReadError::InvalidWireType { value: 6, .. })
-        ));
-        assert_eq!(Cursor::new(&[0x0a]).key().unwrap(), (1, WireType::LengthDelimited));
+        assert!(matches!(key(&[0x00]), Err(ReadError::InvalidKey { .. })));
+        assert!(matches!(key(&[0x0e]), Err(ReadError::InvalidWireType { value: 6, .. })));
+        // Key above 32 bits.
+        assert!(matches!(key(&[0x88, 0x80, 0x80, 0x80, 0x80, 0x01]), Err(ReadError::InvalidKey { .. })));
+        assert_eq!(key(&[0x0a]).unwrap(), (1, WireType::LengthDelimited));
     }
 
     #[test]
     fn skip_matches_groups_and_enforces_the_limit() {
         // Group 5 containing a varint field 1, then end group 5.
-        let mut c = Cursor::new(&[0x08, 0x01, 0x2c]);
-        c.skip_field(WireType::StartGroup, 5, RECURSION_LIMIT).unwrap();
-        assert!(!c.has_remaining());
+        assert!(!skip(&[0x08, 0x01, 0x2c], WireType::StartGroup, 5).unwrap().has_remaining());
         // Mismatched end group.
-        let mut c = Cursor::new(&[0x34]);
-        assert!(c.skip_field(WireType::StartGroup, 5, RECURSION_LIMIT).is_err());
+        assert!(matches!(
+            skip(&[0x34], WireType::StartGroup, 5),
+            Err(ReadError::UnexpectedEndGroup { offset: 0 })
+        ));
         // Nested deeper than the budget.
         let deep: Vec<u8> = std::iter::repeat_n(0x2b, 200).collect();
-        let mut c = Cursor::new(&deep);
         assert!(matches!(
-            c.skip_field(WireType::StartGroup, 5, RECURSION_LIMIT),
-            Err(ReadError::RecursionLimit { .. })
+            skip(&deep, WireType::StartGroup, 5),
+            Err(ReadError::RecursionLimit { offset: 100 })
+        ));
+        // A length past the end names the length prefix's offset.
+        assert!(matches!(
+            skip(&[0x05, 1, 2], WireType::LengthDelimited, 5),
+            Err(ReadError::Truncated { offset: 0, needed: 5, available: 2 })
         ));
     }
 }
