@@ -65,9 +65,11 @@ fn read(c: &mut Criterion) {
                 black_box((v.header().schema_id, v.header().category.len()))
             })
         });
-        group.bench_with_input(BenchmarkId::new("prost_full_decode", name), &record, |b, r| {
-            b.iter(|| black_box(proto::Envelope::decode(black_box(r.clone())).unwrap()))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("prost_full_decode", name),
+            &record,
+            |b, r| b.iter(|| black_box(proto::Envelope::decode(black_box(r.clone())).unwrap())),
+        );
     }
     group.finish();
 }

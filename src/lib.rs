@@ -19,3 +19,5 @@
 #![warn(missing_docs)]
 
 pub mod envelope;
+#[cfg(feature = "producer")]
+pub mod producer;

@@ -156,7 +156,9 @@ fn envelope() -> impl Strategy<Value = Vec<u8>> {
             // Deterministic shuffle of the top-level fields from the seed.
             let mut s = seed;
             for i in (1..top.len()).rev() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 top.swap(i, (s >> 33) as usize % (i + 1));
             }
             let mut out = Vec::new();
@@ -248,5 +250,8 @@ fn generator_produces_mostly_readable_envelopes() {
         }
     }
     assert!(ok > 250, "only {ok} of 1000 generated envelopes were readable ({missing} missing a field, {other} other errors)");
-    assert!(missing > 20 && other > 20, "error paths under-exercised: {missing} missing, {other} other");
+    assert!(
+        missing > 20 && other > 20,
+        "error paths under-exercised: {missing} missing, {other} other"
+    );
 }

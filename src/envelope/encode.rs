@@ -284,7 +284,11 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_named() {
-        let b = HeaderBuilder::new().env("prod").source("s").title("t").version(1);
+        let b = HeaderBuilder::new()
+            .env("prod")
+            .source("s")
+            .title("t")
+            .version(1);
         assert_eq!(b.build(), Err(BuildError::Missing("category")));
         assert_eq!(
             b.category("c").build(),

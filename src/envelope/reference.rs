@@ -93,7 +93,9 @@ pub fn compare(record: &[u8]) -> Result<(), String> {
             if same && attrs == h.attributes {
                 Ok(())
             } else {
-                Err(format!("values differ: view {v:?}, prost {h:?} payload {payload:?}"))
+                Err(format!(
+                    "values differ: view {v:?}, prost {h:?} payload {payload:?}"
+                ))
             }
         }
         (view, reference) => Err(format!(

@@ -27,7 +27,12 @@ impl<H: HeaderFields + ?Sized> fmt::Display for TopicName<'_, H> {
 
 /// Length in bytes of the canonical topic name, computed without formatting.
 pub fn canonical_topic_len(h: &(impl HeaderFields + ?Sized)) -> usize {
-    h.env().len() + h.source().len() + h.title().len() + h.category().len() + 3 + 2
+    h.env().len()
+        + h.source().len()
+        + h.title().len()
+        + h.category().len()
+        + 3
+        + 2
         + decimal_digits(h.version())
 }
 

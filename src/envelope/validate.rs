@@ -160,32 +160,53 @@ mod tests {
         h.message_id = Default::default();
         assert_eq!(validate(&h), Err(ValidationError::EmptyMessageId));
         h.message_id = vec![0; 65].into();
-        assert_eq!(validate(&h), Err(ValidationError::MessageIdTooLong { len: 65 }));
+        assert_eq!(
+            validate(&h),
+            Err(ValidationError::MessageIdTooLong { len: 65 })
+        );
         h.message_id = vec![0; 64].into();
         assert_eq!(validate(&h), Ok(()));
 
         let mut h = good();
         h.source = "".into();
-        assert_eq!(validate(&h), Err(ValidationError::EmptySegment { field: "source" }));
+        assert_eq!(
+            validate(&h),
+            Err(ValidationError::EmptySegment { field: "source" })
+        );
         h.source = "glut.ton".into();
         assert_eq!(
             validate(&h),
-            Err(ValidationError::InvalidSegmentChar { field: "source", found: '.', index: 4 })
+            Err(ValidationError::InvalidSegmentChar {
+                field: "source",
+                found: '.',
+                index: 4
+            })
         );
         h.source = "ünï".into();
         assert_eq!(
             validate(&h),
-            Err(ValidationError::InvalidSegmentChar { field: "source", found: 'ü', index: 0 })
+            Err(ValidationError::InvalidSegmentChar {
+                field: "source",
+                found: 'ü',
+                index: 0
+            })
         );
         h.source = "aé/".into();
         assert_eq!(
             validate(&h),
-            Err(ValidationError::InvalidSegmentChar { field: "source", found: 'é', index: 1 })
+            Err(ValidationError::InvalidSegmentChar {
+                field: "source",
+                found: 'é',
+                index: 1
+            })
         );
         h.source = "x".repeat(49);
         assert_eq!(
             validate(&h),
-            Err(ValidationError::SegmentTooLong { field: "source", len: 49 })
+            Err(ValidationError::SegmentTooLong {
+                field: "source",
+                len: 49
+            })
         );
         h.source = "x".repeat(48);
         assert_eq!(validate(&h), Ok(()));

@@ -391,10 +391,7 @@ fn read_attribute_field<'a, E: Fail>(
 
 /// Reads one map entry; a missing key or value defaults to "".
 #[inline(always)]
-fn read_attribute<'a, E: Fail>(
-    c: &mut Cursor<'a>,
-    depth: u32,
-) -> Result<(&'a str, &'a str), E> {
+fn read_attribute<'a, E: Fail>(c: &mut Cursor<'a>, depth: u32) -> Result<(&'a str, &'a str), E> {
     let (mut key, mut value) = ("", "");
     while c.has_remaining() {
         let at = c.rest();
@@ -403,7 +400,8 @@ fn read_attribute<'a, E: Fail>(
             keys::LEN_2 => value = string(c, "header.attributes.value")?,
             raw => match c.check_key(raw, at)? {
                 (tag @ (1 | 2), found) => {
-                    let field = ["header.attributes.key", "header.attributes.value"][tag as usize - 1];
+                    let field =
+                        ["header.attributes.key", "header.attributes.value"][tag as usize - 1];
                     return Err(E::fail(|| ReadError::WrongWireType {
                         field,
                         expected: WireType::LengthDelimited,
@@ -439,7 +437,10 @@ impl<'a> Attributes<'a> {
 
     /// The value for `key`, honouring last-wins.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+        self.iter()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 }
 

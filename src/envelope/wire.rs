@@ -261,7 +261,7 @@ pub(crate) fn put_varint(mut value: u64, out: &mut impl bytes::BufMut) {
 /// Number of bytes `value` takes as a varint.
 #[inline]
 pub(crate) fn varint_len(value: u64) -> usize {
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
@@ -283,7 +283,16 @@ mod tests {
 
     #[test]
     fn varint_round_trips_and_matches_prost() {
-        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             put_varint(v, &mut buf);
             assert_eq!(buf.len(), varint_len(v));
@@ -303,7 +312,10 @@ mod tests {
         // Tenth byte 2: overflows 64 bits.
         let mut over = vec![0xff; 9];
         over.push(0x02);
-        assert!(matches!(decode(&over), Err(ReadError::InvalidVarint { offset: 0 })));
+        assert!(matches!(
+            decode(&over),
+            Err(ReadError::InvalidVarint { offset: 0 })
+        ));
         // Eleven bytes.
         assert!(decode(&[0x80; 11]).is_err());
         // Truncated.
@@ -314,16 +326,24 @@ mod tests {
     #[test]
     fn key_rejects_tag_zero_and_bad_wire_types() {
         assert!(matches!(key(&[0x00]), Err(ReadError::InvalidKey { .. })));
-        assert!(matches!(key(&[0x0e]), Err(ReadError::InvalidWireType { value: 6, .. })));
+        assert!(matches!(
+            key(&[0x0e]),
+            Err(ReadError::InvalidWireType { value: 6, .. })
+        ));
         // Key above 32 bits.
-        assert!(matches!(key(&[0x88, 0x80, 0x80, 0x80, 0x80, 0x01]), Err(ReadError::InvalidKey { .. })));
+        assert!(matches!(
+            key(&[0x88, 0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(ReadError::InvalidKey { .. })
+        ));
         assert_eq!(key(&[0x0a]).unwrap(), (1, WireType::LengthDelimited));
     }
 
     #[test]
     fn skip_matches_groups_and_enforces_the_limit() {
         // Group 5 containing a varint field 1, then end group 5.
-        assert!(!skip(&[0x08, 0x01, 0x2c], WireType::StartGroup, 5).unwrap().has_remaining());
+        assert!(!skip(&[0x08, 0x01, 0x2c], WireType::StartGroup, 5)
+            .unwrap()
+            .has_remaining());
         // Mismatched end group.
         assert!(matches!(
             skip(&[0x34], WireType::StartGroup, 5),
@@ -338,7 +358,11 @@ mod tests {
         // A length past the end names the length prefix's offset.
         assert!(matches!(
             skip(&[0x05, 1, 2], WireType::LengthDelimited, 5),
-            Err(ReadError::Truncated { offset: 0, needed: 5, available: 2 })
+            Err(ReadError::Truncated {
+                offset: 0,
+                needed: 5,
+                available: 2
+            })
         ));
     }
 }

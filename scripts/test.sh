@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The project's test command (README, "Testing"); .ci/run calls it.
+# Works on a fresh machine: it installs what the tests need.
+#   FUZZ_SECONDS  how long each fuzz target runs (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
+missing=()
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc)
+command -v c++ >/dev/null || missing+=(g++)
+command -v perl >/dev/null || missing+=(perl)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "all present"
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --all-features --all-targets -q -- -D warnings
+
+step "encoder-only build pulls no runtime weight"
+scripts/check-encoder-deps.sh
+
+step "tests (unit, integration, benches in test mode)"
+cargo test --all-features --all-targets
+step "doc tests"
+cargo test --all-features --doc
+
+fuzz_seconds=${FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  step "fuzz: reader_vs_prost for ${fuzz_seconds}s"
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
+  # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+  log=$(mktemp)
+  # libFuzzer exits non-zero when the target panics (reader and prost disagree).
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O reader_vs_prost -- \
+      -max_total_time="$fuzz_seconds" -max_len=512 >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "fuzzing found a failure (see fuzz/artifacts/reader_vs_prost)"
+    exit 1
+  fi
+  grep -E "DONE|^Done" "$log"
+fi
+echo
+echo "all checks passed"
