@@ -9,7 +9,8 @@
 //! - [`envelope`]: the wire format, validation rules, the producer encoder and
 //!   the zero-copy header reader. No runtime dependencies.
 //! - `producer` (feature `producer`): a Kafka producer wrapper over rdkafka.
-//! - the router service and its CLI (feature `router`, on by default).
+//! - the router (feature `router`, on by default): [`pipeline`] (per-record
+//!   logic, no I/O), `registry`, `kafka`, `config` and the CLI.
 //!
 //! A producer that only encodes depends on it like this:
 //! ```toml
@@ -19,5 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod envelope;
+#[cfg(feature = "router")]
+pub mod pipeline;
 #[cfg(feature = "producer")]
 pub mod producer;

@@ -1,0 +1,286 @@
+//! The router's per-record logic, free of Kafka I/O: read the header,
+//! validate it, check for duplicates, check the schema id, decide the route.
+//! The Kafka edge (`crate::kafka`) feeds records in and acts on verdicts.
+
+pub mod dedup;
+pub mod reason;
+pub mod route;
+pub mod schema;
+pub mod template;
+
+use crate::envelope::{validate, EnvelopeView, HeaderView};
+use dedup::{fingerprint, DedupWindow};
+pub use reason::Reason;
+use route::{RouteDecision, Routes};
+pub use route::{StreamPlan, Target};
+use schema::{SchemaLookup, SchemaMode, SchemaState};
+use std::sync::Arc;
+
+/// What to do with one record.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// Republish the record's bytes unchanged to each target.
+    Publish {
+        /// The header, for mirror headers, metrics and latency.
+        header: HeaderView<'a>,
+        /// The plan holding the targets (shared by every record of the stream).
+        plan: Arc<StreamPlan>,
+    },
+    /// Drop on purpose: `Duplicate` or `Filtered`; counted, not dead-lettered.
+    Drop {
+        /// Why.
+        reason: Reason,
+        /// The filtering rule for `Filtered`.
+        rule: Option<Arc<str>>,
+    },
+    /// Send to the dead-letter topic.
+    DeadLetter {
+        /// Why.
+        reason: Reason,
+        /// A human-readable explanation (built only for rejected records).
+        detail: String,
+    },
+    /// The schema id is not cached: fetch it, then process this record again.
+    /// Nothing was changed by this call.
+    AwaitSchema(u32),
+}
+
+/// Settings of the per-record logic.
+pub struct PipelineConfig {
+    /// Routing rules (with the subject template in `subject` mode).
+    pub routes: Routes,
+    /// Schema check mode.
+    pub schema_mode: SchemaMode,
+    /// Records above this size are dead-lettered as `too_large`.
+    pub max_record_bytes: usize,
+}
+
+/// The per-record logic.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+}
+
+impl Pipeline {
+    /// Builds the pipeline.
+    pub fn new(cfg: PipelineConfig) -> Self {
+        Pipeline { cfg }
+    }
+
+    /// Distinct streams with a cached plan.
+    pub fn cached_streams(&self) -> usize {
+        self.cfg.routes.cached_streams()
+    }
+
+    /// Decides what to do with one record. `dedup` is the window of the
+    /// record's input partition; `now_s` the router clock in seconds.
+    pub fn process<'a>(
+        &mut self,
+        record: &'a [u8],
+        dedup: &mut DedupWindow,
+        now_s: u32,
+        schemas: &impl SchemaLookup,
+    ) -> Verdict<'a> {
+        if record.len() > self.cfg.max_record_bytes {
+            return dead_letter(
+                Reason::TooLarge,
+                format!(
+                    "record is {} bytes; output.max_record_bytes is {}",
+                    record.len(),
+                    self.cfg.max_record_bytes
+                ),
+            );
+        }
+        let view = match EnvelopeView::read(record) {
+            Ok(v) => v,
+            Err(e) => return dead_letter(Reason::Malformed, e.to_string()),
+        };
+        let header = *view.header();
+        if let Err(e) = validate(&header) {
+            return dead_letter(Reason::InvalidHeader, e.to_string());
+        }
+        let fp = fingerprint(header.message_id);
+        if dedup.contains(fp) {
+            return Verdict::Drop {
+                reason: Reason::Duplicate,
+                rule: None,
+            };
+        }
+        let plan = self.cfg.routes.plan(&header);
+        let schema = schemas.lookup(header.schema_id);
+        let verdict = match schema {
+            SchemaState::Miss => return Verdict::AwaitSchema(header.schema_id),
+            SchemaState::Unknown => dead_letter(
+                Reason::UnknownSchema,
+                format!("schema id {} is not registered", header.schema_id),
+            ),
+            SchemaState::Known(info) => match (&plan.subject, self.cfg.schema_mode) {
+                (Some(subject), SchemaMode::Subject) if !info.subjects.contains(subject) => {
+                    dead_letter(
+                        Reason::SchemaSubjectMismatch,
+                        format!(
+                            "schema id {} is registered under {:?}, not under {subject:?}",
+                            header.schema_id, info.subjects
+                        ),
+                    )
+                }
+                _ => match &plan.route {
+                    RouteDecision::Publish(_) => Verdict::Publish {
+                        header,
+                        plan: plan.clone(),
+                    },
+                    RouteDecision::Drop(rule) => Verdict::Drop {
+                        reason: Reason::Filtered,
+                        rule: Some(rule.clone()),
+                    },
+                    RouteDecision::Unrouted => dead_letter(
+                        Reason::Unrouted,
+                        "no route matched and the default is dead_letter".into(),
+                    ),
+                    RouteDecision::TopicTooLong { route, len } => dead_letter(
+                        Reason::InvalidHeader,
+                        format!("route {route:?} renders a {len}-byte topic; Kafka allows 249"),
+                    ),
+                },
+            },
+        };
+        dedup.insert(fp, now_s);
+        verdict
+    }
+
+}
+
+fn dead_letter(reason: Reason, detail: String) -> Verdict<'static> {
+    Verdict::DeadLetter { reason, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route::{DefaultAction, RouteSpec};
+    use super::schema::SchemaInfo;
+    use super::template::{Template, CANONICAL_TOPIC};
+    use super::*;
+    use crate::envelope::{proto, HeaderBuilder};
+    use prost::Message;
+    use std::collections::HashMap;
+
+    struct Registry(HashMap<u32, SchemaState>);
+    impl SchemaLookup for Registry {
+        fn lookup(&self, id: u32) -> SchemaState {
+            self.0.get(&id).cloned().unwrap_or(SchemaState::Miss)
+        }
+    }
+
+    fn registry() -> Registry {
+        let known = |s: &[&str]| {
+            SchemaState::Known(Arc::new(SchemaInfo {
+                subjects: s.iter().map(|s| s.to_string()).collect(),
+            }))
+        };
+        Registry(HashMap::from([
+            (1, known(&["match-v1"])),
+            (2, known(&["other"])),
+            (3, known(&["debug_x-v1"])),
+            (404, SchemaState::Unknown),
+        ]))
+    }
+
+    fn pipeline(mode: SchemaMode, routes: &str, default: DefaultAction) -> Pipeline {
+        let specs: Vec<RouteSpec> = serde_saphyr::from_str(routes).unwrap();
+        let subject = Template::parse("{category}-v{version}").unwrap();
+        Pipeline::new(PipelineConfig {
+            routes: Routes::new(&specs, default, CANONICAL_TOPIC, Some(subject)).unwrap(),
+            schema_mode: mode,
+            max_record_bytes: 4096,
+        })
+    }
+
+    fn record(category: &str, schema_id: u32, id: &[u8]) -> Vec<u8> {
+        HeaderBuilder::new()
+            .env("prod")
+            .source("glutton")
+            .title("1234")
+            .category(category)
+            .version(1)
+            .schema_id(schema_id)
+            .message_id(id.to_vec())
+            .build()
+            .unwrap()
+            .to_envelope_bytes(b"payload")
+            .to_vec()
+    }
+
+    fn reason(v: &Verdict<'_>) -> Option<Reason> {
+        match v {
+            Verdict::Drop { reason, .. } | Verdict::DeadLetter { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn publishes_then_drops_the_duplicate() {
+        let mut p = pipeline(SchemaMode::Exists, "[]", DefaultAction::Canonical);
+        let mut w = DedupWindow::default();
+        let r = record("match", 1, b"id-1");
+        match p.process(&r, &mut w, 0, &registry()) {
+            Verdict::Publish { header, plan } => {
+                assert_eq!(header.category, "match");
+                assert_eq!(&*plan.targets()[0].topic, "prod.glutton.1234.match-v1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reason(&p.process(&r, &mut w, 1, &registry())), Some(Reason::Duplicate));
+    }
+
+    #[test]
+    fn each_reject_has_its_reason() {
+        let reg = registry();
+        let mut w = DedupWindow::default();
+        let mut p = pipeline(SchemaMode::Subject, "[{name: f, match: {category: 'debug_*'}, action: drop}]", DefaultAction::DeadLetter);
+        let cases: Vec<(Vec<u8>, Reason)> = vec![
+            (vec![0x0a, 0x05, 0x01], Reason::Malformed),
+            (vec![0u8; 5000], Reason::TooLarge),
+            (
+                proto::Envelope {
+                    header: proto::Header {
+                        message_id: vec![1].into(),
+                        env: "pr.od".into(),
+                        source: "s".into(),
+                        title: "t".into(),
+                        category: "c".into(),
+                        version: 1,
+                        schema_id: 1,
+                        ..Default::default()
+                    },
+                    payload: None,
+                }
+                .encode_to_vec(),
+                Reason::InvalidHeader,
+            ),
+            (record("match", 404, b"a"), Reason::UnknownSchema),
+            (record("match", 2, b"b"), Reason::SchemaSubjectMismatch),
+            (record("debug_x", 3, b"c"), Reason::Filtered),
+        ];
+        for (rec, want) in cases {
+            let v = p.process(&rec, &mut w, 0, &reg);
+            assert_eq!(reason(&v), Some(want), "{v:?}");
+            if let Verdict::DeadLetter { detail, .. } = v {
+                assert!(!detail.is_empty());
+            }
+        }
+        // Subject matches, but no publish rule and the default dead-letters.
+        let mut p = pipeline(SchemaMode::Subject, "[]", DefaultAction::DeadLetter);
+        assert_eq!(reason(&p.process(&record("match", 1, b"d"), &mut w, 0, &reg)), Some(Reason::Unrouted));
+    }
+
+    #[test]
+    fn a_cache_miss_waits_without_remembering_the_id() {
+        let mut p = pipeline(SchemaMode::Exists, "[]", DefaultAction::Canonical);
+        let mut w = DedupWindow::default();
+        let r = record("match", 7, b"id-7");
+        assert!(matches!(p.process(&r, &mut w, 0, &registry()), Verdict::AwaitSchema(7)));
+        assert!(w.is_empty(), "a waiting record must not count as seen");
+        let mut reg = registry();
+        reg.0.insert(7, SchemaState::Known(Arc::new(SchemaInfo { subjects: vec![] })));
+        assert!(matches!(p.process(&r, &mut w, 0, &reg), Verdict::Publish { .. }));
+    }
+}

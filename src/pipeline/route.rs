@@ -1,0 +1,536 @@
+//! Routing: ordered rules over env/source/title/category/version.
+//!
+//! Rules are evaluated in order. Every matching `publish` rule adds its topic
+//! (fan-out; a topic named twice is published once). The first matching
+//! `drop` rule ends evaluation: the record goes to the topics collected so
+//! far, or, if there are none, is filtered. When nothing matched, `default`
+//! decides: publish to the canonical topic, drop, or dead-letter.
+//!
+//! A decision depends only on the five routing fields, so it is computed
+//! once per distinct stream and cached; a cache hit costs one hash and no
+//! allocation.
+
+use super::template::{Template, TemplateError, CANONICAL_TOPIC};
+use crate::envelope::{HeaderFields, MAX_TOPIC_LEN};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+/// One value or a list; strings may be globs (`*`, `?`, `[...]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// Any of these.
+    Many(Vec<T>),
+}
+
+/// Field conditions of a rule; absent fields match anything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Environment.
+    pub env: Option<OneOrMany<String>>,
+    /// Source.
+    pub source: Option<OneOrMany<String>>,
+    /// Title.
+    pub title: Option<OneOrMany<String>>,
+    /// Category.
+    pub category: Option<OneOrMany<String>>,
+    /// Version(s).
+    pub version: Option<OneOrMany<u32>>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// Publish to the rule's topic.
+    #[default]
+    Publish,
+    /// Filter the record (counted as `filtered`).
+    Drop,
+}
+
+/// A routing rule as written in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Name, used in logs and the `route` metric label.
+    pub name: String,
+    /// Conditions; all present ones must hold.
+    #[serde(default, rename = "match")]
+    pub matches: MatchSpec,
+    /// `publish` (default) or `drop`.
+    #[serde(default)]
+    pub action: RouteAction,
+    /// Topic template for `publish`; defaults to `output.topic_template`.
+    pub topic: Option<String>,
+}
+
+/// What happens to a record no rule matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultAction {
+    /// Publish to the default topic template.
+    #[default]
+    Canonical,
+    /// Filter it.
+    Drop,
+    /// Dead-letter it with reason `unrouted`.
+    DeadLetter,
+}
+
+/// A rule set that cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// A bad glob.
+    #[error("route {route:?}: bad pattern {pattern:?}: {source}")]
+    Pattern {
+        /// Rule name.
+        route: String,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        source: glob::PatternError,
+    },
+    /// A bad topic template.
+    #[error("route {route:?}: {source}")]
+    Template {
+        /// Rule name (or `default`).
+        route: String,
+        /// Why.
+        source: TemplateError,
+    },
+    /// A drop rule with a topic.
+    #[error("route {0:?}: a drop rule takes no topic")]
+    DropWithTopic(String),
+    /// Two rules share a name.
+    #[error("two routes are named {0:?}; names label metrics and must be unique")]
+    DuplicateName(String),
+}
+
+/// A compiled condition on one string field.
+#[derive(Debug)]
+enum StrMatch {
+    Exact(String),
+    Glob(glob::Pattern),
+}
+
+impl StrMatch {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => e == v,
+            StrMatch::Glob(g) => g.matches(v),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    fields: [Vec<StrMatch>; 4], // env, source, title, category; empty = any
+    versions: Vec<u32>,         // empty = any
+    action: RouteAction,
+    topic: Template,
+}
+
+impl Rule {
+    fn matches(&self, h: &(impl HeaderFields + ?Sized)) -> bool {
+        let values = [h.env(), h.source(), h.title(), h.category()];
+        self.fields
+            .iter()
+            .zip(values)
+            .all(|(m, v)| m.is_empty() || m.iter().any(|m| m.matches(v)))
+            && (self.versions.is_empty() || self.versions.contains(&h.version()))
+    }
+}
+
+/// Where one output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Output topic.
+    pub topic: Arc<str>,
+    /// The rule that chose it (`default` for the default action).
+    pub route: Arc<str>,
+}
+
+/// The routing decision for one stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// Publish to these topics (at least one).
+    Publish(Vec<Target>),
+    /// Filtered by this rule (`default` when the default is `drop`).
+    Drop(Arc<str>),
+    /// No rule matched and the default is `dead_letter`.
+    Unrouted,
+    /// A template rendered a topic longer than Kafka allows.
+    TopicTooLong {
+        /// The rule.
+        route: Arc<str>,
+        /// The rendered length.
+        len: usize,
+    },
+}
+
+/// Everything decided once per distinct stream (env/source/title/category/version).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// Where records of this stream go.
+    pub route: RouteDecision,
+    /// The registry subject, when a subject template is set.
+    pub subject: Option<String>,
+}
+
+impl StreamPlan {
+    /// The publish targets (empty unless the route publishes).
+    pub fn targets(&self) -> &[Target] {
+        match &self.route {
+            RouteDecision::Publish(t) => t,
+            _ => &[],
+        }
+    }
+}
+
+/// Hash of the five routing fields.
+fn stream_hash(h: &(impl HeaderFields + ?Sized)) -> u64 {
+    #[allow(deprecated)]
+    let mut s = std::hash::SipHasher::new();
+    for f in [h.env(), h.source(), h.title(), h.category()] {
+        s.write(f.as_bytes());
+        s.write_u8(0xff); // separator: not valid in a segment
+    }
+    s.write_u32(h.version());
+    s.finish()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct StreamKey {
+    env: String,
+    source: String,
+    title: String,
+    category: String,
+    version: u32,
+}
+
+impl StreamKey {
+    fn of(h: &(impl HeaderFields + ?Sized)) -> Self {
+        StreamKey {
+            env: h.env().to_owned(),
+            source: h.source().to_owned(),
+            title: h.title().to_owned(),
+            category: h.category().to_owned(),
+            version: h.version(),
+        }
+    }
+
+    fn is(&self, h: &(impl HeaderFields + ?Sized)) -> bool {
+        self.version == h.version()
+            && self.category == h.category()
+            && self.title == h.title()
+            && self.source == h.source()
+            && self.env == h.env()
+    }
+}
+
+/// Cached plan plus the key it was computed for (to rule out hash
+/// collisions).
+struct Cached {
+    key: StreamKey,
+    plan: Arc<StreamPlan>,
+}
+
+type DecisionCache = HashMap<u64, Cached, BuildHasherDefault<super::dedup::IdentityHasher>>;
+
+/// Compiled rules with their decision cache.
+pub struct Routes {
+    rules: Vec<Rule>,
+    default: DefaultAction,
+    default_topic: Template,
+    subject: Option<Template>,
+    cache: DecisionCache,
+    cache_limit: usize,
+}
+
+/// Most distinct streams whose decisions are cached; past this the cache is
+/// cleared (a producer inventing streams cannot grow memory without bound).
+pub const DEFAULT_CACHE_LIMIT: usize = 100_000;
+
+impl Routes {
+    /// Compiles rules; `default_topic` is the template for `default:
+    /// canonical` and for rules without their own topic; `subject`, when
+    /// set, renders each stream's registry subject.
+    pub fn new(
+        specs: &[RouteSpec],
+        default: DefaultAction,
+        default_topic: &str,
+        subject: Option<Template>,
+    ) -> Result<Self, RouteError> {
+        let default_topic =
+            Template::parse_topic(default_topic).map_err(|source| RouteError::Template {
+                route: "default".into(),
+                source,
+            })?;
+        let mut rules = Vec::with_capacity(specs.len());
+        let mut names = std::collections::HashSet::new();
+        for spec in specs {
+            if !names.insert(spec.name.as_str()) {
+                return Err(RouteError::DuplicateName(spec.name.clone()));
+            }
+            let compile = |m: &Option<OneOrMany<String>>| -> Result<Vec<StrMatch>, RouteError> {
+                let values = match m {
+                    None => return Ok(Vec::new()),
+                    Some(OneOrMany::One(v)) => std::slice::from_ref(v),
+                    Some(OneOrMany::Many(v)) => v.as_slice(),
+                };
+                values
+                    .iter()
+                    .map(|v| {
+                        if v.contains(['*', '?', '[']) {
+                            glob::Pattern::new(v).map(StrMatch::Glob).map_err(|source| {
+                                RouteError::Pattern {
+                                    route: spec.name.clone(),
+                                    pattern: v.clone(),
+                                    source,
+                                }
+                            })
+                        } else {
+                            Ok(StrMatch::Exact(v.clone()))
+                        }
+                    })
+                    .collect()
+            };
+            let m = &spec.matches;
+            if spec.action == RouteAction::Drop && spec.topic.is_some() {
+                return Err(RouteError::DropWithTopic(spec.name.clone()));
+            }
+            let topic = match &spec.topic {
+                Some(t) => Template::parse_topic(t).map_err(|source| RouteError::Template {
+                    route: spec.name.clone(),
+                    source,
+                })?,
+                None => default_topic.clone(),
+            };
+            rules.push(Rule {
+                name: spec.name.as_str().into(),
+                fields: [
+                    compile(&m.env)?,
+                    compile(&m.source)?,
+                    compile(&m.title)?,
+                    compile(&m.category)?,
+                ],
+                versions: match &m.version {
+                    None => Vec::new(),
+                    Some(OneOrMany::One(v)) => vec![*v],
+                    Some(OneOrMany::Many(v)) => v.clone(),
+                },
+                action: spec.action,
+                topic,
+            });
+        }
+        Ok(Routes {
+            rules,
+            default,
+            default_topic,
+            subject,
+            cache: DecisionCache::default(),
+            cache_limit: DEFAULT_CACHE_LIMIT,
+        })
+    }
+
+    /// The plan for a (validated) header's stream, from the cache when possible.
+    pub fn plan(&mut self, h: &(impl HeaderFields + ?Sized)) -> Arc<StreamPlan> {
+        let hash = stream_hash(h);
+        if let Some(c) = self.cache.get(&hash) {
+            if c.key.is(h) {
+                return c.plan.clone();
+            }
+            // A 64-bit collision between two streams: plan without caching.
+            return Arc::new(self.evaluate(h));
+        }
+        if self.cache.len() >= self.cache_limit {
+            self.cache.clear();
+        }
+        let plan = Arc::new(self.evaluate(h));
+        self.cache.insert(
+            hash,
+            Cached {
+                key: StreamKey::of(h),
+                plan: plan.clone(),
+            },
+        );
+        plan
+    }
+
+    /// Distinct streams currently cached.
+    pub fn cached_streams(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn evaluate(&self, h: &(impl HeaderFields + ?Sized)) -> StreamPlan {
+        StreamPlan {
+            route: self.route(h),
+            subject: self.subject.as_ref().map(|t| t.render(h)),
+        }
+    }
+
+    fn route(&self, h: &(impl HeaderFields + ?Sized)) -> RouteDecision {
+        let mut targets: Vec<Target> = Vec::new();
+        let mut dropped_by = None;
+        for rule in self.rules.iter().filter(|r| r.matches(h)) {
+            match rule.action {
+                RouteAction::Drop => {
+                    dropped_by = Some(rule.name.clone());
+                    break;
+                }
+                RouteAction::Publish => {
+                    let topic = rule.topic.render(h);
+                    if topic.len() > MAX_TOPIC_LEN {
+                        return RouteDecision::TopicTooLong {
+                            route: rule.name.clone(),
+                            len: topic.len(),
+                        };
+                    }
+                    if !targets.iter().any(|t| *t.topic == *topic) {
+                        targets.push(Target {
+                            topic: topic.into(),
+                            route: rule.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if !targets.is_empty() {
+            return RouteDecision::Publish(targets);
+        }
+        if let Some(rule) = dropped_by {
+            return RouteDecision::Drop(rule);
+        }
+        match self.default {
+            DefaultAction::Drop => RouteDecision::Drop("default".into()),
+            DefaultAction::DeadLetter => RouteDecision::Unrouted,
+            DefaultAction::Canonical => {
+                let topic = self.default_topic.render(h);
+                if topic.len() > MAX_TOPIC_LEN {
+                    return RouteDecision::TopicTooLong {
+                        route: "default".into(),
+                        len: topic.len(),
+                    };
+                }
+                RouteDecision::Publish(vec![Target {
+                    topic: topic.into(),
+                    route: "default".into(),
+                }])
+            }
+        }
+    }
+}
+
+/// The default topic template, for configs that do not set one.
+pub fn canonical_template() -> String {
+    CANONICAL_TOPIC.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::proto::Header;
+
+    fn h(env: &str, source: &str, category: &str, version: u32) -> Header {
+        Header {
+            env: env.into(),
+            source: source.into(),
+            title: "1234".into(),
+            category: category.into(),
+            version,
+            ..Default::default()
+        }
+    }
+
+    fn routes(yaml_rules: &str, default: DefaultAction) -> Routes {
+        let specs: Vec<RouteSpec> = serde_saphyr::from_str(yaml_rules).unwrap();
+        Routes::new(&specs, default, CANONICAL_TOPIC, None).unwrap()
+    }
+
+    fn topics(p: &StreamPlan) -> Vec<&str> {
+        match &p.route {
+            RouteDecision::Publish(t) => t.iter().map(|t| &*t.topic).collect(),
+            other => panic!("expected publish, got {other:?}"),
+        }
+    }
+
+    const RULES: &str = r#"
+- name: drop-debug
+  match: { category: "debug_*" }
+  action: drop
+- name: lake
+  match: { env: [prod, staging], version: [1, 2] }
+- name: audit
+  match: { source: glutton, category: "telemetry_*" }
+  topic: "audit.{env}.{category}"
+"#;
+
+    #[test]
+    fn fan_out_filters_and_defaults() {
+        let mut r = routes(RULES, DefaultAction::DeadLetter);
+        let d = r.plan(&h("prod", "glutton", "telemetry_match_event", 1));
+        assert_eq!(
+            topics(&d),
+            ["prod.glutton.1234.telemetry_match_event-v1", "audit.prod.telemetry_match_event"]
+        );
+        assert_eq!(r.plan(&h("prod", "glutton", "debug_trace", 1)).route, RouteDecision::Drop("drop-debug".into()));
+        assert_eq!(r.plan(&h("dev", "other", "x", 1)).route, RouteDecision::Unrouted);
+        // Version outside the list: only the audit rule matches.
+        assert_eq!(
+            topics(&r.plan(&h("prod", "glutton", "telemetry_x", 3))),
+            ["audit.prod.telemetry_x"]
+        );
+    }
+
+    #[test]
+    fn defaults_canonical_and_drop() {
+        let mut r = routes("[]", DefaultAction::Canonical);
+        assert_eq!(topics(&r.plan(&h("dev", "s", "c", 7))), ["dev.s.1234.c-v7"]);
+        let mut r = routes("[]", DefaultAction::Drop);
+        assert_eq!(r.plan(&h("dev", "s", "c", 7)).route, RouteDecision::Drop("default".into()));
+    }
+
+    #[test]
+    fn decisions_are_cached_per_stream() {
+        let mut r = routes(RULES, DefaultAction::Canonical);
+        let a = r.plan(&h("prod", "glutton", "telemetry_a", 1));
+        let b = r.plan(&h("prod", "glutton", "telemetry_a", 1));
+        assert!(Arc::ptr_eq(&a, &b));
+        r.plan(&h("prod", "glutton", "telemetry_a", 2));
+        assert_eq!(r.cached_streams(), 2);
+    }
+
+    #[test]
+    fn plans_carry_the_rendered_subject() {
+        let specs: Vec<RouteSpec> = serde_saphyr::from_str("[]").unwrap();
+        let subject = Template::parse("{category}-v{version}").unwrap();
+        let mut r = Routes::new(&specs, DefaultAction::Canonical, CANONICAL_TOPIC, Some(subject)).unwrap();
+        assert_eq!(r.plan(&h("dev", "s", "match", 2)).subject.as_deref(), Some("match-v2"));
+    }
+
+    #[test]
+    fn rejects_bad_rules() {
+        let bad: Vec<RouteSpec> = serde_saphyr::from_str("- {name: a, action: drop, topic: x}").unwrap();
+        assert!(matches!(
+            Routes::new(&bad, DefaultAction::Canonical, CANONICAL_TOPIC, None),
+            Err(RouteError::DropWithTopic(_))
+        ));
+        let dup: Vec<RouteSpec> = serde_saphyr::from_str("[{name: a}, {name: a}]").unwrap();
+        assert!(matches!(
+            Routes::new(&dup, DefaultAction::Canonical, CANONICAL_TOPIC, None),
+            Err(RouteError::DuplicateName(_))
+        ));
+        let glob: Vec<RouteSpec> = serde_saphyr::from_str("[{name: a, match: {env: '[x'}}]").unwrap();
+        assert!(matches!(
+            Routes::new(&glob, DefaultAction::Canonical, CANONICAL_TOPIC, None),
+            Err(RouteError::Pattern { .. })
+        ));
+    }
+}
