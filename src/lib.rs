@@ -19,8 +19,16 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "router")]
+pub mod config;
 pub mod envelope;
+#[cfg(feature = "router")]
+pub mod kafka;
 #[cfg(feature = "router")]
 pub mod pipeline;
 #[cfg(feature = "producer")]
 pub mod producer;
+#[cfg(feature = "router")]
+pub mod registry;
+#[cfg(feature = "router")]
+pub mod stats;

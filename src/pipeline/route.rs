@@ -12,13 +12,13 @@
 
 use super::template::{Template, TemplateError, CANONICAL_TOPIC};
 use crate::envelope::{HeaderFields, MAX_TOPIC_LEN};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// One value or a list; strings may be globs (`*`, `?`, `[...]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
     /// A single value.
@@ -28,7 +28,7 @@ pub enum OneOrMany<T> {
 }
 
 /// Field conditions of a rule; absent fields match anything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     /// Environment.
@@ -44,7 +44,7 @@ pub struct MatchSpec {
 }
 
 /// What a matching rule does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     /// Publish to the rule's topic.
@@ -55,7 +55,7 @@ pub enum RouteAction {
 }
 
 /// A routing rule as written in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Name, used in logs and the `route` metric label.
@@ -71,7 +71,7 @@ pub struct RouteSpec {
 }
 
 /// What happens to a record no rule matched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultAction {
     /// Publish to the default topic template.

@@ -29,7 +29,7 @@ pub trait SchemaLookup {
 }
 
 /// How strictly schema ids are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SchemaMode {
     /// The id must be registered.

@@ -1,0 +1,556 @@
+//! The router's YAML configuration. Every field has a doc comment and a named
+//! default; `config.example.yaml` documents each one, and a test fails when a
+//! field has no example there.
+//!
+//! `${VAR}` and `${VAR:-default}` are replaced from the environment before
+//! parsing (for secrets); `$$` is a literal `$`. Errors name the file, line
+//! and column.
+
+use crate::pipeline::route::{DefaultAction, RouteSpec};
+use crate::pipeline::schema::SchemaMode;
+use crate::pipeline::template::CANONICAL_TOPIC;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka properties, shared and per client.
+    pub kafka: KafkaConfig,
+    /// What to consume.
+    pub input: InputConfig,
+    /// How routed records are published.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Where rejected records go.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+    /// Duplicate detection.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// Schema id checks.
+    pub schema: SchemaConfig,
+    /// Ordered routing rules.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// What happens to records no rule matched.
+    #[serde(default)]
+    pub default_route: DefaultAction,
+    /// Metrics and health endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How long a shutdown or partition revoke may take to flush and commit.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// A librdkafka property value (YAML scalars are passed on as strings).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Property {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for Property {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Property::Bool(b) => write!(f, "{b}"),
+            Property::Int(i) => write!(f, "{i}"),
+            Property::Float(x) => write!(f, "{x}"),
+            Property::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// librdkafka properties: top-level keys apply to every client; `consumer`
+/// and `producer` override them per client.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct KafkaConfig {
+    /// Consumer-only properties.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, Property>,
+    /// Producer-only properties.
+    #[serde(default)]
+    pub producer: BTreeMap<String, Property>,
+    /// Properties for all clients (`bootstrap.servers`, TLS, SASL...).
+    #[serde(flatten)]
+    pub common: BTreeMap<String, Property>,
+}
+
+/// What to consume.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Raw topics; a name starting with `^` is a regex subscription.
+    pub topics: Vec<String>,
+    /// Consumer group; run more instances with the same id to scale out.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+}
+
+/// How output topics come to exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicCreation {
+    /// The router creates missing topics with the admin API.
+    #[default]
+    Admin,
+    /// Left to the broker's `auto.create.topics.enable`.
+    Broker,
+    /// Topics must exist; a missing one pauses its partitions until it does.
+    None,
+}
+
+/// How routed records are published.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Topic template for the default route and rules without `topic`.
+    #[serde(default = "default_topic_template")]
+    pub topic_template: String,
+    /// How missing output topics are created.
+    #[serde(default)]
+    pub create_topics: TopicCreation,
+    /// Partitions of created topics (-1: broker default).
+    #[serde(default = "broker_default")]
+    pub partitions: i32,
+    /// Replication factor of created topics (-1: broker default).
+    #[serde(default = "broker_default")]
+    pub replication_factor: i32,
+    /// Add `envelope.*` Kafka headers mirroring the envelope fields.
+    #[serde(default)]
+    pub mirror_headers: bool,
+    /// Records larger than this are dead-lettered as `too_large`.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            topic_template: default_topic_template(),
+            create_topics: TopicCreation::default(),
+            partitions: broker_default(),
+            replication_factor: broker_default(),
+            mirror_headers: false,
+            max_record_bytes: default_max_record_bytes(),
+        }
+    }
+}
+
+/// Where rejected records go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// The dead-letter topic.
+    #[serde(default = "default_dead_letter_topic")]
+    pub topic: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            topic: default_dead_letter_topic(),
+        }
+    }
+}
+
+/// Duplicate detection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long an id is remembered, by arrival time at the router.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// Most ids remembered by one instance (oldest forgotten first).
+    #[serde(default = "default_dedup_max_entries")]
+    pub max_entries: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window: default_dedup_window(),
+            max_entries: default_dedup_max_entries(),
+        }
+    }
+}
+
+/// Schema id checks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// `exists` or `subject`.
+    #[serde(default)]
+    pub mode: SchemaMode,
+    /// Subject rendered per stream in `subject` mode.
+    #[serde(default = "default_subject_template")]
+    pub subject_template: String,
+    /// Where schemas are looked up.
+    pub registry: RegistryConfig,
+}
+
+/// A schema registry: `url` (Confluent REST API) or `file` (YAML).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of a Confluent-compatible registry.
+    pub url: Option<String>,
+    /// A YAML file of ids and subjects (for the demo and tests).
+    pub file: Option<PathBuf>,
+    /// Basic-auth user.
+    pub username: Option<String>,
+    /// Basic-auth password (use `${ENV_VAR}`).
+    pub password: Option<String>,
+    /// Per-request timeout.
+    #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First retry delay after an outage answer (doubles up to the max).
+    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    pub retry_backoff_min: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// How long a 404 is remembered before the id is asked again.
+    #[serde(default = "default_unknown_ttl", with = "humantime_serde")]
+    pub unknown_ttl: Duration,
+}
+
+/// Metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/health` and `/ready` (localhost by default).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `envelope_router=debug,rdkafka=warn`
+    /// (`RUST_LOG` overrides it).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_group_id() -> String {
+    "envelope-router".into()
+}
+fn default_topic_template() -> String {
+    CANONICAL_TOPIC.into()
+}
+fn broker_default() -> i32 {
+    -1
+}
+fn default_max_record_bytes() -> usize {
+    1_000_000
+}
+fn default_dead_letter_topic() -> String {
+    "envelope-router.dead-letter".into()
+}
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_dedup_max_entries() -> usize {
+    10_000_000
+}
+fn default_subject_template() -> String {
+    "{topic}-value".into()
+}
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_backoff_min() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_unknown_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `${VAR}` without a value or default.
+    #[error("{path}:{line}:{column}: environment variable {var} is not set (write ${{{var}:-default}} for a fallback)")]
+    UnsetVariable {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The variable.
+        var: String,
+    },
+    /// YAML syntax or a field of the wrong shape (serde-saphyr names line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde-saphyr's message, with line and column.
+        message: String,
+    },
+    /// Values that parse but do not make a working router.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, interpolates, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, path, |v| std::env::var(v).ok())
+    }
+
+    /// Parses config text; `env` resolves `${VAR}`.
+    pub fn from_yaml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate(text, &env).map_err(|(line, column, var)| {
+            ConfigError::UnsetVariable {
+                path: path.to_owned(),
+                line,
+                column,
+                var,
+            }
+        })?;
+        let config: Config =
+            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Cross-field checks serde cannot express.
+    fn check(&self) -> Result<(), String> {
+        if self.input.topics.is_empty() {
+            return Err("input.topics is empty; name at least one raw topic".into());
+        }
+        match (&self.schema.registry.url, &self.schema.registry.file) {
+            (Some(_), Some(_)) => {
+                return Err("schema.registry: set either url or file, not both".into())
+            }
+            (None, None) => return Err("schema.registry: set url or file".into()),
+            _ => {}
+        }
+        if !self.kafka.common.contains_key("bootstrap.servers") {
+            return Err("kafka.bootstrap.servers is not set".into());
+        }
+        if self.input.topics.contains(&self.dead_letter.topic) {
+            return Err(format!(
+                "dead_letter.topic {:?} is also an input topic",
+                self.dead_letter.topic
+            ));
+        }
+        if self.dedup.window.as_secs() > u64::from(u32::MAX) {
+            return Err("dedup.window is longer than 136 years".into());
+        }
+        Ok(())
+    }
+
+    /// librdkafka properties for one client: common ones, then the client's
+    /// own overrides.
+    pub fn client_properties(&self, role: &BTreeMap<String, Property>) -> Vec<(String, String)> {
+        self.kafka
+            .common
+            .iter()
+            .chain(role)
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (never logged).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "ssl.key.pem", "token"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// Replaces `${VAR}` / `${VAR:-default}` and `$$`; on an unset variable
+/// returns its 1-based line, column and name.
+fn interpolate(
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let expr = &body[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            match env(var).or_else(|| default.map(str::to_owned)) {
+                Some(value) => out.push_str(&value),
+                None => {
+                    let at = text.len() - rest.len() + i;
+                    let line = text[..at].matches('\n').count() + 1;
+                    let column = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
+                    return Err((line, column, var.to_owned()));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &str) -> Option<String> {
+        (v == "PASS").then(|| "s3cret".to_owned())
+    }
+
+    #[test]
+    fn interpolates_defaults_and_escapes() {
+        assert_eq!(interpolate("a ${PASS} b", &env).unwrap(), "a s3cret b");
+        assert_eq!(interpolate("${NOPE:-x}", &env).unwrap(), "x");
+        assert_eq!(interpolate("cost $$5 $x", &env).unwrap(), "cost $5 $x");
+        assert_eq!(interpolate("a: 1\n  b: ${NOPE}", &env), Err((2, 6, "NOPE".into())));
+    }
+
+    const MINIMAL: &str = "kafka: {bootstrap.servers: 'localhost:9092'}\ninput: {topics: [raw]}\nschema: {registry: {file: schemas.yaml}}\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(MINIMAL, Path::new("c.yaml"), env).unwrap();
+        assert_eq!(c.input.group_id, "envelope-router");
+        assert_eq!(c.dedup.window, Duration::from_secs(600));
+        assert_eq!(c.output.topic_template, CANONICAL_TOPIC);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = Config::from_yaml(&format!("{MINIMAL}dedup: {{window: soon}}\n"), Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml: ") && e.contains("line 4"), "{e}");
+        let e = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::from_yaml("kafka: {}\ninput: {topics: [raw]}\nschema: {registry: {file: s}}\n", Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bootstrap.servers"), "{e}");
+    }
+
+    #[test]
+    fn kafka_properties_merge_and_secrets_are_recognised() {
+        let c = Config::from_yaml(
+            &MINIMAL.replace(
+                "{bootstrap.servers: 'localhost:9092'}",
+                "{bootstrap.servers: 'b:9092', sasl.password: '${PASS}', linger.ms: 5, producer: {linger.ms: 20}}",
+            ),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap();
+        let props = c.client_properties(&c.kafka.producer);
+        assert!(props.contains(&("linger.ms".into(), "20".into())));
+        assert!(props.contains(&("sasl.password".into(), "s3cret".into())));
+        assert!(is_secret_property("sasl.password") && !is_secret_property("linger.ms"));
+    }
+}

@@ -1,0 +1,188 @@
+//! librdkafka callbacks. They run on the consume loop's thread, inside
+//! `poll`, and act on the shared [`RouterState`].
+//!
+//! - Delivery reports settle records (or queue a retry: nothing is dropped).
+//! - Revoke: stop, wait for the revoked partitions' in-flight deliveries,
+//!   commit their watermarks, drop their state, then let the rebalance go on.
+//! - Statistics: consumer lag per partition.
+
+use super::state::{Retry, RouterState};
+use crate::stats::Stats;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseProducer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// State shared by the loop and the callbacks.
+pub struct Shared {
+    /// Partitions, ledgers, dedup windows, retries.
+    pub state: Mutex<RouterState>,
+    /// Counters and metrics.
+    pub stats: Arc<Stats>,
+    /// How long a revoke may wait for in-flight deliveries.
+    pub drain_timeout: Duration,
+}
+
+impl Shared {
+    /// Locks the state (a poisoned lock means a callback panicked: carry on
+    /// with the state as it is rather than abort the process).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The producer's context: settles records from delivery reports.
+pub struct ProducerCtx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(m) => {
+                self.shared.stats.published(m.topic());
+                let settled = self.shared.lock().settle(opaque);
+                if let Some(s) = settled {
+                    self.shared.stats.settled(Some(s.arrived.elapsed()), None);
+                }
+            }
+            Err((e, m)) => self.failed(e, m, opaque),
+        }
+    }
+}
+
+impl ProducerCtx {
+    /// A produce failed after librdkafka's own retries: keep the record
+    /// unsettled and send it again later (the partition is paused meanwhile).
+    fn failed(&self, e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>, opaque: usize) {
+        self.shared.stats.delivery_error(m.topic(), &e.to_string());
+        let mut state = self.shared.lock();
+        if !state.is_current(opaque) {
+            return; // revoked meanwhile: the next owner reads the record again
+        }
+        let attempts = state
+            .retries
+            .iter()
+            .filter(|r| r.opaque == opaque)
+            .map(|r| r.attempts)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        tracing::warn!(topic = m.topic(), error = %e, attempts, "produce failed; the record will be sent again and its input partition waits");
+        state.retries.push(Retry {
+            opaque,
+            topic: m.topic().to_owned(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers: m.headers().map(|h| h.detach()),
+            timestamp: m.timestamp().to_millis(),
+            error: e.to_string(),
+            attempts,
+            due: Instant::now() + backoff(attempts),
+        });
+    }
+}
+
+/// Retry delay: 100 ms doubling to 10 s.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempts.min(7))).min(Duration::from_secs(10))
+}
+
+/// The consumer's context: partition lifecycle and statistics.
+pub struct ConsumerCtx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The producer, to drain deliveries during a revoke (set once built).
+    pub producer: OnceLock<Arc<BaseProducer<ProducerCtx>>>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.shared.stats.consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut state = self.shared.lock();
+            for e in tpl.elements() {
+                state.assign(e.topic(), e.partition());
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+impl ConsumerCtx {
+    /// Waits for the revoked partitions' in-flight deliveries (bounded by
+    /// `drain_timeout`), commits their watermarks and drops their state.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let slots: Vec<usize> = {
+            let state = self.shared.lock();
+            tpl.elements()
+                .iter()
+                .filter_map(|e| state.find(e.topic(), e.partition()))
+                .collect()
+        };
+        let deadline = Instant::now() + self.shared.drain_timeout;
+        let in_flight = || {
+            let state = self.shared.lock();
+            slots
+                .iter()
+                .filter_map(|s| state.get(*s))
+                .map(|p| p.ledger.in_flight())
+                .sum::<usize>()
+        };
+        if let Some(producer) = self.producer.get() {
+            while in_flight() > 0 && Instant::now() < deadline {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+        let left = in_flight();
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut state = self.shared.lock();
+            for slot in &slots {
+                if let Some(p) = state.revoke(*slot) {
+                    if let Some(next) = p.ledger.committable() {
+                        let _ = commit.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));
+                    }
+                }
+            }
+        }
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit on revoke failed; the next owner may re-read settled records");
+            }
+        }
+        if left > 0 {
+            tracing::warn!(records = left, "revoke timed out with records in flight; the next owner will process them again (duplicates possible)");
+        }
+        tracing::info!(partitions = tpl.count(), "partitions revoked");
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-partition settlement ledger: the watermark of offsets that may be
+//! committed. An input offset becomes committable only when it and every
+//! record before it is settled (delivered to all its outputs, dead-lettered,
+//! or dropped as duplicate/filtered). Pure logic, no Kafka.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// One record awaiting settlement.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: i64,
+    /// Outputs not yet acknowledged.
+    pending: u32,
+    /// When the router read it (for end-to-end latency).
+    arrived: Instant,
+}
+
+/// A record whose last output was just acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// When it was read.
+    pub arrived: Instant,
+}
+
+/// The ledger of one input partition. Sequence numbers are per partition and
+/// contiguous, so a delivery report finds its record by index.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Sequence number of `slots[0]`.
+    base_seq: u64,
+    slots: VecDeque<Slot>,
+    /// Records with `pending > 0`.
+    in_flight: usize,
+    /// Next offset to consume once everything before it is settled.
+    committable: Option<i64>,
+    /// Whether `committable` moved since [`Ledger::take_committable`].
+    dirty: bool,
+}
+
+impl Ledger {
+    /// Records a record read at `offset` that needs `outputs` acknowledgements
+    /// (0 = settled already); returns its sequence number.
+    pub fn push(&mut self, offset: i64, outputs: u32, arrived: Instant) -> u64 {
+        let seq = self.base_seq + self.slots.len() as u64;
+        self.slots.push_back(Slot {
+            offset,
+            pending: outputs,
+            arrived,
+        });
+        if outputs > 0 {
+            self.in_flight += 1;
+        }
+        self.advance();
+        seq
+    }
+
+    /// One output of record `seq` was acknowledged. Returns the record when
+    /// that was its last output. Unknown or already settled sequence numbers
+    /// (a report from before a reset) are ignored.
+    pub fn settle(&mut self, seq: u64) -> Option<Settled> {
+        let index = seq.checked_sub(self.base_seq)? as usize;
+        let slot = self.slots.get_mut(index)?;
+        if slot.pending == 0 {
+            return None;
+        }
+        slot.pending -= 1;
+        if slot.pending > 0 {
+            return None;
+        }
+        let settled = Settled {
+            arrived: slot.arrived,
+        };
+        self.in_flight -= 1;
+        self.advance();
+        Some(settled)
+    }
+
+    fn advance(&mut self) {
+        while let Some(front) = self.slots.front() {
+            if front.pending > 0 {
+                break;
+            }
+            self.committable = Some(front.offset + 1);
+            self.dirty = true;
+            self.slots.pop_front();
+            self.base_seq += 1;
+        }
+    }
+
+    /// The next offset to commit, if it moved since the last call.
+    pub fn take_committable(&mut self) -> Option<i64> {
+        if std::mem::take(&mut self.dirty) {
+            self.committable
+        } else {
+            None
+        }
+    }
+
+    /// The next offset to commit, whether or not it moved.
+    pub fn committable(&self) -> Option<i64> {
+        self.committable
+    }
+
+    /// Sequence number of the oldest unsettled record (or of the next one).
+    pub fn base_seq(&self) -> u64 {
+        self.base_seq
+    }
+
+    /// Records still waiting for an acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Records read but not yet committable (in flight or behind one).
+    pub fn unsettled(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_a_fully_settled_prefix() {
+        let now = Instant::now();
+        let mut l = Ledger::default();
+        let a = l.push(10, 2, now); // fan-out to two topics
+        let b = l.push(11, 0, now); // a duplicate: settled at once
+        let c = l.push(13, 1, now); // offsets may have gaps
+        assert_eq!(l.take_committable(), None, "offset 10 is not settled");
+        assert_eq!(l.settle(c), Some(Settled { arrived: now }));
+        assert_eq!(l.take_committable(), None, "13 is settled but 10 is not");
+        assert_eq!(l.settle(a), None, "one of two outputs");
+        assert_eq!(l.take_committable(), None);
+        assert!(l.settle(a).is_some());
+        assert_eq!(l.take_committable(), Some(14));
+        assert_eq!(l.take_committable(), None, "reported once");
+        assert_eq!((l.in_flight(), l.unsettled()), (0, 0));
+        // Stale or repeated reports change nothing.
+        assert_eq!(l.settle(b), None);
+        assert_eq!(l.settle(a), None);
+        assert_eq!(l.settle(999), None);
+    }
+
+    #[test]
+    fn drops_alone_advance_the_watermark() {
+        let mut l = Ledger::default();
+        l.push(0, 0, Instant::now());
+        l.push(1, 0, Instant::now());
+        assert_eq!(l.take_committable(), Some(2));
+        assert_eq!(l.committable(), Some(2));
+    }
+}

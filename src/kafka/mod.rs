@@ -1,0 +1,9 @@
+//! The Kafka edge: the consume loop, librdkafka callbacks, per-partition
+//! state and the settlement ledger.
+
+pub mod context;
+pub mod ledger;
+pub mod router;
+pub mod state;
+
+pub use router::run;

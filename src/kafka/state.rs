@@ -1,0 +1,204 @@
+//! The router's per-partition state, shared between the consume loop and
+//! librdkafka's callbacks (which run on the loop's thread, inside `poll`).
+
+use super::ledger::{Ledger, Settled};
+use crate::pipeline::dedup::DedupWindow;
+use rdkafka::message::OwnedHeaders;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One assigned input partition.
+pub struct PartitionState {
+    /// Input topic.
+    pub topic: Arc<str>,
+    /// Input partition.
+    pub partition: i32,
+    /// Distinguishes this assignment from earlier ones of the same slot, so
+    /// a late delivery report cannot settle a newer assignment's record.
+    pub epoch: u16,
+    /// Settlement watermark.
+    pub ledger: Ledger,
+    /// Dedup window (dropped on revoke).
+    pub dedup: DedupWindow,
+}
+
+/// A produce that failed and must be sent again (the record stays unsettled).
+pub struct Retry {
+    /// Delivery opaque of the original send.
+    pub opaque: usize,
+    /// Output topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record bytes (copied only on this failure path).
+    pub payload: Vec<u8>,
+    /// Kafka headers.
+    pub headers: Option<OwnedHeaders>,
+    /// Record timestamp.
+    pub timestamp: Option<i64>,
+    /// The last error.
+    pub error: String,
+    /// Sends so far.
+    pub attempts: u32,
+    /// Not before.
+    pub due: Instant,
+}
+
+/// Everything the loop and the callbacks share.
+#[derive(Default)]
+pub struct RouterState {
+    slots: Vec<Option<PartitionState>>,
+    next_epoch: u16,
+    /// Failed produces waiting to be sent again.
+    pub retries: Vec<Retry>,
+}
+
+/// Packs `(slot, epoch, seq)` into librdkafka's per-message opaque pointer
+/// value: no allocation per record.
+pub fn encode_opaque(slot: usize, epoch: u16, seq: u64) -> usize {
+    (slot << 48) | ((epoch as usize) << 32) | (seq as u32 as usize)
+}
+
+/// Inverse of [`encode_opaque`]; the 32-bit sequence is widened by the caller.
+pub fn decode_opaque(opaque: usize) -> (usize, u16, u32) {
+    (opaque >> 48, (opaque >> 32) as u16, opaque as u32)
+}
+
+impl RouterState {
+    /// Starts tracking a newly assigned partition; returns its slot.
+    pub fn assign(&mut self, topic: &str, partition: i32) -> usize {
+        if let Some(i) = self.find(topic, partition) {
+            return i;
+        }
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        let state = PartitionState {
+            topic: topic.into(),
+            partition,
+            epoch: self.next_epoch,
+            ledger: Ledger::default(),
+            dedup: DedupWindow::default(),
+        };
+        match self.slots.iter().position(Option::is_none) {
+            Some(i) => {
+                self.slots[i] = Some(state);
+                i
+            }
+            None => {
+                self.slots.push(Some(state));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Stops tracking a partition (its dedup state is dropped with it) and
+    /// forgets its pending retries: the next owner reads those records again.
+    pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
+        let state = self.slots.get_mut(slot)?.take()?;
+        self.retries
+            .retain(|r| decode_opaque(r.opaque).0 != slot || decode_opaque(r.opaque).1 != state.epoch);
+        Some(state)
+    }
+
+    /// The slot of an assigned partition.
+    #[inline]
+    pub fn find(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.slots.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| s.partition == partition && &*s.topic == topic)
+        })
+    }
+
+    /// The state in a slot.
+    #[inline]
+    pub fn get(&self, slot: usize) -> Option<&PartitionState> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    /// The state in a slot, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut PartitionState> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Assigned partitions.
+    pub fn partitions(&self) -> impl Iterator<Item = (usize, &PartitionState)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    /// Assigned partitions, mutably.
+    pub fn partitions_mut(&mut self) -> impl Iterator<Item = (usize, &mut PartitionState)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|s| (i, s)))
+    }
+
+    /// Applies one acknowledgement; `None` when it was not the record's last
+    /// output or the report is stale.
+    pub fn settle(&mut self, opaque: usize) -> Option<Settled> {
+        let (slot, epoch, seq32) = decode_opaque(opaque);
+        let p = self.get_mut(slot)?;
+        if p.epoch != epoch {
+            return None;
+        }
+        p.ledger.settle(widen(p.ledger_base(), seq32))
+    }
+
+    /// Whether a delivery opaque belongs to a live assignment.
+    pub fn is_current(&self, opaque: usize) -> bool {
+        let (slot, epoch, _) = decode_opaque(opaque);
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.epoch == epoch)
+    }
+
+    /// Records in flight over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions().map(|(_, p)| p.ledger.in_flight()).sum()
+    }
+}
+
+impl PartitionState {
+    fn ledger_base(&self) -> u64 {
+        self.ledger.base_seq()
+    }
+}
+
+/// Rebuilds a 64-bit sequence from its low 32 bits, near `base`.
+fn widen(base: u64, seq32: u32) -> u64 {
+    let delta = seq32.wrapping_sub(base as u32);
+    base + u64::from(delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_round_trips_and_widens_across_wraparound() {
+        let o = encode_opaque(3, 7, (1u64 << 32) + 5);
+        assert_eq!(decode_opaque(o), (3, 7, 5));
+        assert_eq!(widen((1u64 << 32) + 2, 5), (1u64 << 32) + 5);
+        assert_eq!(widen(u32::MAX as u64, 1), (1u64 << 32) + 1);
+    }
+
+    #[test]
+    fn stale_reports_do_not_settle_a_new_assignment() {
+        let mut s = RouterState::default();
+        let slot = s.assign("raw", 0);
+        let epoch = s.get_mut(slot).unwrap().epoch;
+        let seq = s.get_mut(slot).unwrap().ledger.push(0, 1, Instant::now());
+        s.revoke(slot);
+        let again = s.assign("raw", 0);
+        assert_eq!(again, slot, "the slot is reused");
+        let seq2 = s.get_mut(slot).unwrap().ledger.push(0, 1, Instant::now());
+        assert_eq!(seq, seq2);
+        assert!(s.settle(encode_opaque(slot, epoch, seq)).is_none(), "old epoch");
+        let new_epoch = s.get_mut(slot).unwrap().epoch;
+        assert!(s.settle(encode_opaque(slot, new_epoch, seq2)).is_some());
+    }
+}

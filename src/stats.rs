@@ -1,0 +1,133 @@
+//! What the router reports, in one place: each event updates the Prometheus
+//! metric and the in-process tally (read by the demo table and tests)
+//! together, so names cannot drift and every count has its metric.
+
+use crate::pipeline::Reason;
+use dashmap::DashMap;
+use metrics::{counter, gauge, histogram};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters of one router instance.
+#[derive(Default)]
+pub struct Stats {
+    records_in: AtomicU64,
+    settled: AtomicU64,
+    reasons: [AtomicU64; Reason::ALL.len()],
+    published: DashMap<Arc<str>, (AtomicU64, metrics::Counter)>,
+    delivery_errors: AtomicU64,
+}
+
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+impl Stats {
+    /// A record was read from an input topic.
+    #[inline]
+    pub fn record_in(&self) {
+        self.records_in.fetch_add(1, Relaxed);
+        counter!("envelope_router_records_in_total").increment(1);
+    }
+
+    /// A record left the pipeline without being published.
+    pub fn rejected(&self, reason: Reason, rule: Option<&str>) {
+        self.reasons[reason_index(reason)].fetch_add(1, Relaxed);
+        match (reason, rule) {
+            (Reason::Filtered, Some(rule)) => {
+                counter!("envelope_router_filtered_total", "route" => rule.to_owned()).increment(1)
+            }
+            (r, _) if r.is_dead_letter() => {
+                counter!("envelope_router_dead_letters_total", "reason" => r.code()).increment(1)
+            }
+            (r, _) => counter!("envelope_router_dropped_total", "reason" => r.code()).increment(1),
+        }
+    }
+
+    /// A record was acknowledged by `topic`.
+    #[inline]
+    pub fn published(&self, topic: &str) {
+        if let Some(entry) = self.published.get(topic) {
+            entry.0.fetch_add(1, Relaxed);
+            entry.1.increment(1);
+            return;
+        }
+        let c = counter!("envelope_router_records_out_total", "topic" => topic.to_string());
+        c.increment(1);
+        self.published
+            .entry(topic.into())
+            .or_insert_with(|| (AtomicU64::new(0), c))
+            .0
+            .fetch_add(1, Relaxed);
+    }
+
+    /// Every output of a record was acknowledged (or it was dropped).
+    #[inline]
+    pub fn settled(&self, latency: Option<Duration>, event_age_ms: Option<i64>) {
+        self.settled.fetch_add(1, Relaxed);
+        if let Some(l) = latency {
+            histogram!("envelope_router_end_to_end_seconds", "from" => "arrival")
+                .record(l.as_secs_f64());
+        }
+        if let Some(ms) = event_age_ms {
+            histogram!("envelope_router_end_to_end_seconds", "from" => "event_time")
+                .record(ms.max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// A produce failed and will be retried.
+    pub fn delivery_error(&self, topic: &str, error: &str) {
+        self.delivery_errors.fetch_add(1, Relaxed);
+        counter!("envelope_router_delivery_errors_total", "topic" => topic.to_owned(), "error" => error.to_owned())
+            .increment(1);
+    }
+
+    /// Partitions paused for backpressure (registry outage, failing output).
+    pub fn paused_partitions(&self, n: usize) {
+        gauge!("envelope_router_paused_partitions").set(n as f64);
+    }
+
+    /// Dedup memory.
+    pub fn dedup(&self, entries: usize, bytes: usize) {
+        gauge!("envelope_router_dedup_entries").set(entries as f64);
+        gauge!("envelope_router_dedup_bytes").set(bytes as f64);
+    }
+
+    /// Consumer lag of one input partition (from librdkafka statistics).
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        gauge!("envelope_router_consumer_lag", "topic" => topic.to_owned(), "partition" => partition.to_string())
+            .set(lag as f64);
+    }
+
+    /// Records read so far.
+    pub fn records_in(&self) -> u64 {
+        self.records_in.load(Relaxed)
+    }
+
+    /// Records fully settled so far.
+    pub fn records_settled(&self) -> u64 {
+        self.settled.load(Relaxed)
+    }
+
+    /// Count for one reason.
+    pub fn reason(&self, r: Reason) -> u64 {
+        self.reasons[reason_index(r)].load(Relaxed)
+    }
+
+    /// Produce errors seen (each was retried).
+    pub fn delivery_errors(&self) -> u64 {
+        self.delivery_errors.load(Relaxed)
+    }
+
+    /// Acknowledged records per output topic, sorted by topic.
+    pub fn published_by_topic(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = self
+            .published
+            .iter()
+            .map(|e| (e.key().to_string(), e.value().0.load(Relaxed)))
+            .collect();
+        v.sort();
+        v
+    }
+}
