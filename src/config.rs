@@ -383,19 +383,17 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = interpolate(text, &env).map_err(|(line, column, var)| {
-            ConfigError::UnsetVariable {
+        let text =
+            interpolate(text, &env).map_err(|(line, column, var)| ConfigError::UnsetVariable {
                 path: path.to_owned(),
                 line,
                 column,
                 var,
-            }
-        })?;
-        let config: Config =
-            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
             })?;
+        let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         config.check().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -507,7 +505,10 @@ mod tests {
         assert_eq!(interpolate("a ${PASS} b", &env).unwrap(), "a s3cret b");
         assert_eq!(interpolate("${NOPE:-x}", &env).unwrap(), "x");
         assert_eq!(interpolate("cost $$5 $x", &env).unwrap(), "cost $5 $x");
-        assert_eq!(interpolate("a: 1\n  b: ${NOPE}", &env), Err((2, 6, "NOPE".into())));
+        assert_eq!(
+            interpolate("a: 1\n  b: ${NOPE}", &env),
+            Err((2, 6, "NOPE".into()))
+        );
     }
 
     const MINIMAL: &str = "kafka: {bootstrap.servers: 'localhost:9092'}\ninput: {topics: [raw]}\nschema: {registry: {file: schemas.yaml}}\n";
@@ -523,17 +524,25 @@ mod tests {
 
     #[test]
     fn errors_name_the_place() {
-        let e = Config::from_yaml(&format!("{MINIMAL}dedup: {{window: soon}}\n"), Path::new("c.yaml"), env)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}dedup: {{window: soon}}\n"),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("c.yaml: ") && e.contains("line 4"), "{e}");
         let e = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), Path::new("c.yaml"), env)
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = Config::from_yaml("kafka: {}\ninput: {topics: [raw]}\nschema: {registry: {file: s}}\n", Path::new("c.yaml"), env)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_yaml(
+            "kafka: {}\ninput: {topics: [raw]}\nschema: {registry: {file: s}}\n",
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bootstrap.servers"), "{e}");
     }
 

@@ -21,7 +21,13 @@
 
 #[cfg(feature = "router")]
 pub mod config;
+#[cfg(feature = "router")]
+pub mod demo;
 pub mod envelope;
+#[cfg(feature = "router")]
+pub mod http;
+#[cfg(feature = "router")]
+pub mod inspect;
 #[cfg(feature = "router")]
 pub mod kafka;
 #[cfg(feature = "router")]

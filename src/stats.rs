@@ -6,17 +6,20 @@ use crate::pipeline::Reason;
 use dashmap::DashMap;
 use metrics::{counter, gauge, histogram};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Counters of one router instance.
 #[derive(Default)]
 pub struct Stats {
     records_in: AtomicU64,
+    first_in: OnceLock<Instant>,
+    routed: AtomicU64,
     settled: AtomicU64,
     reasons: [AtomicU64; Reason::ALL.len()],
     published: DashMap<Arc<str>, (AtomicU64, metrics::Counter)>,
     delivery_errors: AtomicU64,
+    paused: AtomicU64,
 }
 
 fn reason_index(r: Reason) -> usize {
@@ -27,8 +30,15 @@ impl Stats {
     /// A record was read from an input topic.
     #[inline]
     pub fn record_in(&self) {
+        self.first_in.get_or_init(Instant::now);
         self.records_in.fetch_add(1, Relaxed);
         counter!("envelope_router_records_in_total").increment(1);
+    }
+
+    /// A record was routed to at least one output topic.
+    #[inline]
+    pub fn routed(&self) {
+        self.routed.fetch_add(1, Relaxed);
     }
 
     /// A record left the pipeline without being published.
@@ -85,6 +95,7 @@ impl Stats {
 
     /// Partitions paused for backpressure (registry outage, failing output).
     pub fn paused_partitions(&self, n: usize) {
+        self.paused.store(n as u64, Relaxed);
         gauge!("envelope_router_paused_partitions").set(n as f64);
     }
 
@@ -105,6 +116,16 @@ impl Stats {
         self.records_in.load(Relaxed)
     }
 
+    /// When the first record was read.
+    pub fn first_record_at(&self) -> Option<Instant> {
+        self.first_in.get().copied()
+    }
+
+    /// Records routed to output topics so far.
+    pub fn records_routed(&self) -> u64 {
+        self.routed.load(Relaxed)
+    }
+
     /// Records fully settled so far.
     pub fn records_settled(&self) -> u64 {
         self.settled.load(Relaxed)
@@ -113,6 +134,11 @@ impl Stats {
     /// Count for one reason.
     pub fn reason(&self, r: Reason) -> u64 {
         self.reasons[reason_index(r)].load(Relaxed)
+    }
+
+    /// Partitions paused right now.
+    pub fn paused(&self) -> u64 {
+        self.paused.load(Relaxed)
     }
 
     /// Produce errors seen (each was retried).

@@ -111,7 +111,9 @@ impl ClientContext for ConsumerCtx {
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.shared.stats.consumer_lag(topic, *partition, p.consumer_lag);
+                    self.shared
+                        .stats
+                        .consumer_lag(topic, *partition, p.consumer_lag);
                 }
             }
         }
@@ -170,7 +172,11 @@ impl ConsumerCtx {
             for slot in &slots {
                 if let Some(p) = state.revoke(*slot) {
                     if let Some(next) = p.ledger.committable() {
-                        let _ = commit.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));
+                        let _ = commit.add_partition_offset(
+                            &p.topic,
+                            p.partition,
+                            Offset::Offset(next),
+                        );
                     }
                 }
             }

@@ -40,22 +40,39 @@ const BATCH: usize = 2048;
 const STORE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often dedup windows are expired and gauges refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// A partition waiting on the registry is paused once it has waited this
+/// long or buffered this many records: quick lookups cost no pause/resume
+/// cycle (which restarts fetching), an outage still stops consumption.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+const PAUSE_BACKLOG: usize = 10_000;
 
-/// Runs the router until `shutdown` is set, then drains, commits and
+/// Handles to steer and watch a running router.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Set to stop: the router drains, commits and returns.
+    pub shutdown: Arc<AtomicBool>,
+    /// True while the router is subscribed and consuming (for `/ready`).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Runs the router until `ctl.shutdown` is set, then drains, commits and
 /// returns. Blocks the calling thread; `runtime` hosts registry lookups and
 /// admin calls.
-pub fn run(
-    cfg: &Config,
-    stats: Arc<Stats>,
-    shutdown: Arc<AtomicBool>,
-    runtime: tokio::runtime::Handle,
-) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let stats = ctl.stats.clone();
     let subject_mode = cfg.schema.mode == SchemaMode::Subject;
     let subject = subject_mode
         .then(|| Template::parse(&cfg.schema.subject_template))
         .transpose()
         .context("schema.subject_template")?;
-    let routes = Routes::new(&cfg.routes, cfg.default_route, &cfg.output.topic_template, subject)?;
+    let routes = Routes::new(
+        &cfg.routes,
+        cfg.default_route,
+        &cfg.output.topic_template,
+        subject,
+    )?;
     let pipeline = Pipeline::new(PipelineConfig {
         routes,
         schema_mode: cfg.schema.mode,
@@ -137,7 +154,9 @@ pub fn run(
         resolved: mpsc::channel(),
     };
     router.ensure_topic(&cfg.dead_letter.topic);
-    router.run(&shutdown);
+    ctl.ready.store(true, Ordering::Relaxed);
+    router.run(&ctl.shutdown);
+    ctl.ready.store(false, Ordering::Relaxed);
     router.shutdown();
     drop(router);
     drop(consumer); // leaves the group (revoke callback commits once more)
@@ -152,6 +171,7 @@ struct BTreeMapEmpty(std::collections::BTreeMap<String, crate::config::Property>
 /// Records of one partition waiting, in order, for a schema id.
 struct Backlog<'c> {
     schema_id: u32,
+    since: Instant,
     queue: VecDeque<BorrowedMessage<'c>>,
 }
 
@@ -197,6 +217,7 @@ impl<'c> Loop<'c, '_> {
             }
             self.producer.poll(Duration::ZERO);
             self.resume_resolved();
+            self.pause_long_waits();
             self.resend_due();
             if last_store.elapsed() >= STORE_INTERVAL {
                 self.store_offsets();
@@ -224,6 +245,10 @@ impl<'c> Loop<'c, '_> {
         };
         if let Some(b) = self.backlogs.get_mut(&key) {
             b.queue.push_back(m);
+            if b.queue.len() == PAUSE_BACKLOG {
+                let (topic, partition) = (b.queue[0].topic().to_owned(), b.queue[0].partition());
+                self.pause(&topic, partition, "waiting for the schema registry");
+            }
             return;
         }
         if let Err(WaitForSchema(id)) = self.process(&m, key) {
@@ -232,11 +257,11 @@ impl<'c> Loop<'c, '_> {
     }
 
     fn wait_for_schema(&mut self, key: (usize, u16), id: u32, m: BorrowedMessage<'c>) {
-        self.pause(m.topic(), m.partition(), "waiting for the schema registry");
         self.backlogs.insert(
             key,
             Backlog {
                 schema_id: id,
+                since: Instant::now(),
                 queue: VecDeque::from([m]),
             },
         );
@@ -247,7 +272,11 @@ impl<'c> Loop<'c, '_> {
     }
 
     /// Runs the pipeline on one record and acts on the verdict.
-    fn process(&mut self, m: &BorrowedMessage<'c>, (slot, epoch): (usize, u16)) -> Result<(), WaitForSchema> {
+    fn process(
+        &mut self,
+        m: &BorrowedMessage<'c>,
+        (slot, epoch): (usize, u16),
+    ) -> Result<(), WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let now_s = self.started.elapsed().as_secs() as u32;
         let arrived = Instant::now();
@@ -279,6 +308,7 @@ impl<'c> Loop<'c, '_> {
                 let targets = plan.targets();
                 let seq = p.ledger.push(m.offset(), targets.len() as u32, arrived);
                 drop(state);
+                self.shared.stats.routed();
                 let headers = if self.cfg.output.mirror_headers {
                     Some(mirror_headers(m, &header))
                 } else {
@@ -288,7 +318,12 @@ impl<'c> Loop<'c, '_> {
                     if !self.known_topics.contains(&t.topic) {
                         self.ensure_topic(&t.topic);
                     }
-                    self.send(&t.topic, m, headers.clone(), encode_opaque(slot, epoch, seq));
+                    self.send(
+                        &t.topic,
+                        m,
+                        headers.clone(),
+                        encode_opaque(slot, epoch, seq),
+                    );
                 }
                 Ok(())
             }
@@ -297,9 +332,16 @@ impl<'c> Loop<'c, '_> {
 
     /// Enqueues one output; waits (serving deliveries) while librdkafka's
     /// queue is full; a refused record goes to the retry queue.
-    fn send(&self, topic: &str, m: &BorrowedMessage<'_>, headers: Option<OwnedHeaders>, opaque: usize) {
+    fn send(
+        &self,
+        topic: &str,
+        m: &BorrowedMessage<'_>,
+        headers: Option<OwnedHeaders>,
+        opaque: usize,
+    ) {
         let payload = m.payload().unwrap_or_default();
-        let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).payload(payload);
+        let mut rec =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).payload(payload);
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -386,6 +428,21 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
+    /// Pauses partitions whose backlog has waited past [`PAUSE_AFTER`].
+    fn pause_long_waits(&mut self) {
+        let long: Vec<(String, i32)> = self
+            .backlogs
+            .values()
+            .filter(|b| b.since.elapsed() >= PAUSE_AFTER)
+            .filter_map(|b| b.queue.front())
+            .map(|m| (m.topic().to_owned(), m.partition()))
+            .filter(|tp| !self.paused.contains(tp))
+            .collect();
+        for (topic, partition) in long {
+            self.pause(&topic, partition, "waiting for the schema registry");
+        }
+    }
+
     fn is_waiting_on_schema(&self, (topic, partition): &(String, i32)) -> bool {
         let state = self.shared.lock();
         state
@@ -414,6 +471,7 @@ impl<'c> Loop<'c, '_> {
                     // Another unknown id further down: wait again, in order.
                     backlog.queue.push_front(m);
                     backlog.schema_id = id;
+                    backlog.since = Instant::now();
                     let tx = self.resolved.0.clone();
                     self.resolver.resolve(id, move |id| {
                         let _ = tx.send(id);
@@ -506,8 +564,7 @@ impl<'c> Loop<'c, '_> {
             // Forget backlogs of assignments that were revoked.
             self.backlogs
                 .retain(|(slot, epoch), _| state.get(*slot).is_some_and(|p| p.epoch == *epoch));
-            self.paused
-                .retain(|(t, p)| state.find(t, *p).is_some());
+            self.paused.retain(|(t, p)| state.find(t, *p).is_some());
             (total, bytes)
         };
         self.shared.stats.dedup(entries, bytes);
@@ -524,7 +581,10 @@ impl<'c> Loop<'c, '_> {
         let Some(admin) = self.admin.clone() else {
             return;
         };
-        let (partitions, rf) = (self.cfg.output.partitions, self.cfg.output.replication_factor);
+        let (partitions, rf) = (
+            self.cfg.output.partitions,
+            self.cfg.output.replication_factor,
+        );
         self.runtime.spawn(async move {
             let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(rf));
             match admin.create_topics([&new], &AdminOptions::new()).await {
@@ -557,7 +617,11 @@ impl<'c> Loop<'c, '_> {
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(in_flight, retries, "shutdown timeout: unsettled records are not committed and will be read again");
+                tracing::warn!(
+                    in_flight,
+                    retries,
+                    "shutdown timeout: unsettled records are not committed and will be read again"
+                );
                 break;
             }
             self.producer.poll(Duration::from_millis(10));

@@ -94,8 +94,9 @@ impl RouterState {
     /// forgets its pending retries: the next owner reads those records again.
     pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
         let state = self.slots.get_mut(slot)?.take()?;
-        self.retries
-            .retain(|r| decode_opaque(r.opaque).0 != slot || decode_opaque(r.opaque).1 != state.epoch);
+        self.retries.retain(|r| {
+            decode_opaque(r.opaque).0 != slot || decode_opaque(r.opaque).1 != state.epoch
+        });
         Some(state)
     }
 
@@ -197,7 +198,10 @@ mod tests {
         assert_eq!(again, slot, "the slot is reused");
         let seq2 = s.get_mut(slot).unwrap().ledger.push(0, 1, Instant::now());
         assert_eq!(seq, seq2);
-        assert!(s.settle(encode_opaque(slot, epoch, seq)).is_none(), "old epoch");
+        assert!(
+            s.settle(encode_opaque(slot, epoch, seq)).is_none(),
+            "old epoch"
+        );
         let new_epoch = s.get_mut(slot).unwrap().epoch;
         assert!(s.settle(encode_opaque(slot, new_epoch, seq2)).is_some());
     }

@@ -146,7 +146,6 @@ impl Pipeline {
         dedup.insert(fp, now_s);
         verdict
     }
-
 }
 
 fn dead_letter(reason: Reason, detail: String) -> Verdict<'static> {
@@ -228,14 +227,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(reason(&p.process(&r, &mut w, 1, &registry())), Some(Reason::Duplicate));
+        assert_eq!(
+            reason(&p.process(&r, &mut w, 1, &registry())),
+            Some(Reason::Duplicate)
+        );
     }
 
     #[test]
     fn each_reject_has_its_reason() {
         let reg = registry();
         let mut w = DedupWindow::default();
-        let mut p = pipeline(SchemaMode::Subject, "[{name: f, match: {category: 'debug_*'}, action: drop}]", DefaultAction::DeadLetter);
+        let mut p = pipeline(
+            SchemaMode::Subject,
+            "[{name: f, match: {category: 'debug_*'}, action: drop}]",
+            DefaultAction::DeadLetter,
+        );
         let cases: Vec<(Vec<u8>, Reason)> = vec![
             (vec![0x0a, 0x05, 0x01], Reason::Malformed),
             (vec![0u8; 5000], Reason::TooLarge),
@@ -269,7 +275,10 @@ mod tests {
         }
         // Subject matches, but no publish rule and the default dead-letters.
         let mut p = pipeline(SchemaMode::Subject, "[]", DefaultAction::DeadLetter);
-        assert_eq!(reason(&p.process(&record("match", 1, b"d"), &mut w, 0, &reg)), Some(Reason::Unrouted));
+        assert_eq!(
+            reason(&p.process(&record("match", 1, b"d"), &mut w, 0, &reg)),
+            Some(Reason::Unrouted)
+        );
     }
 
     #[test]
@@ -277,10 +286,19 @@ mod tests {
         let mut p = pipeline(SchemaMode::Exists, "[]", DefaultAction::Canonical);
         let mut w = DedupWindow::default();
         let r = record("match", 7, b"id-7");
-        assert!(matches!(p.process(&r, &mut w, 0, &registry()), Verdict::AwaitSchema(7)));
+        assert!(matches!(
+            p.process(&r, &mut w, 0, &registry()),
+            Verdict::AwaitSchema(7)
+        ));
         assert!(w.is_empty(), "a waiting record must not count as seen");
         let mut reg = registry();
-        reg.0.insert(7, SchemaState::Known(Arc::new(SchemaInfo { subjects: vec![] })));
-        assert!(matches!(p.process(&r, &mut w, 0, &reg), Verdict::Publish { .. }));
+        reg.0.insert(
+            7,
+            SchemaState::Known(Arc::new(SchemaInfo { subjects: vec![] })),
+        );
+        assert!(matches!(
+            p.process(&r, &mut w, 0, &reg),
+            Verdict::Publish { .. }
+        ));
     }
 }

@@ -478,10 +478,19 @@ mod tests {
         let d = r.plan(&h("prod", "glutton", "telemetry_match_event", 1));
         assert_eq!(
             topics(&d),
-            ["prod.glutton.1234.telemetry_match_event-v1", "audit.prod.telemetry_match_event"]
+            [
+                "prod.glutton.1234.telemetry_match_event-v1",
+                "audit.prod.telemetry_match_event"
+            ]
         );
-        assert_eq!(r.plan(&h("prod", "glutton", "debug_trace", 1)).route, RouteDecision::Drop("drop-debug".into()));
-        assert_eq!(r.plan(&h("dev", "other", "x", 1)).route, RouteDecision::Unrouted);
+        assert_eq!(
+            r.plan(&h("prod", "glutton", "debug_trace", 1)).route,
+            RouteDecision::Drop("drop-debug".into())
+        );
+        assert_eq!(
+            r.plan(&h("dev", "other", "x", 1)).route,
+            RouteDecision::Unrouted
+        );
         // Version outside the list: only the audit rule matches.
         assert_eq!(
             topics(&r.plan(&h("prod", "glutton", "telemetry_x", 3))),
@@ -494,7 +503,10 @@ mod tests {
         let mut r = routes("[]", DefaultAction::Canonical);
         assert_eq!(topics(&r.plan(&h("dev", "s", "c", 7))), ["dev.s.1234.c-v7"]);
         let mut r = routes("[]", DefaultAction::Drop);
-        assert_eq!(r.plan(&h("dev", "s", "c", 7)).route, RouteDecision::Drop("default".into()));
+        assert_eq!(
+            r.plan(&h("dev", "s", "c", 7)).route,
+            RouteDecision::Drop("default".into())
+        );
     }
 
     #[test]
@@ -511,13 +523,23 @@ mod tests {
     fn plans_carry_the_rendered_subject() {
         let specs: Vec<RouteSpec> = serde_saphyr::from_str("[]").unwrap();
         let subject = Template::parse("{category}-v{version}").unwrap();
-        let mut r = Routes::new(&specs, DefaultAction::Canonical, CANONICAL_TOPIC, Some(subject)).unwrap();
-        assert_eq!(r.plan(&h("dev", "s", "match", 2)).subject.as_deref(), Some("match-v2"));
+        let mut r = Routes::new(
+            &specs,
+            DefaultAction::Canonical,
+            CANONICAL_TOPIC,
+            Some(subject),
+        )
+        .unwrap();
+        assert_eq!(
+            r.plan(&h("dev", "s", "match", 2)).subject.as_deref(),
+            Some("match-v2")
+        );
     }
 
     #[test]
     fn rejects_bad_rules() {
-        let bad: Vec<RouteSpec> = serde_saphyr::from_str("- {name: a, action: drop, topic: x}").unwrap();
+        let bad: Vec<RouteSpec> =
+            serde_saphyr::from_str("- {name: a, action: drop, topic: x}").unwrap();
         assert!(matches!(
             Routes::new(&bad, DefaultAction::Canonical, CANONICAL_TOPIC, None),
             Err(RouteError::DropWithTopic(_))
@@ -527,7 +549,8 @@ mod tests {
             Routes::new(&dup, DefaultAction::Canonical, CANONICAL_TOPIC, None),
             Err(RouteError::DuplicateName(_))
         ));
-        let glob: Vec<RouteSpec> = serde_saphyr::from_str("[{name: a, match: {env: '[x'}}]").unwrap();
+        let glob: Vec<RouteSpec> =
+            serde_saphyr::from_str("[{name: a, match: {env: '[x'}}]").unwrap();
         assert!(matches!(
             Routes::new(&glob, DefaultAction::Canonical, CANONICAL_TOPIC, None),
             Err(RouteError::Pattern { .. })

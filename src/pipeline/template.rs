@@ -143,17 +143,29 @@ mod tests {
     #[test]
     fn renders_fields_and_the_canonical_topic() {
         let t = Template::parse_topic(CANONICAL_TOPIC).unwrap();
-        assert_eq!(t.render(&header()), "prod.glutton.1234.telemetry_match_event-v3");
+        assert_eq!(
+            t.render(&header()),
+            "prod.glutton.1234.telemetry_match_event-v3"
+        );
         let s = Template::parse("{topic}-value").unwrap();
-        assert_eq!(s.render(&header()), "prod.glutton.1234.telemetry_match_event-v3-value");
+        assert_eq!(
+            s.render(&header()),
+            "prod.glutton.1234.telemetry_match_event-v3-value"
+        );
         let s = Template::parse("{category}-v{version}").unwrap();
         assert_eq!(s.render(&header()), "telemetry_match_event-v3");
     }
 
     #[test]
     fn rejects_bad_templates() {
-        assert!(matches!(Template::parse("{nope}"), Err(TemplateError::UnknownPlaceholder(..))));
-        assert!(matches!(Template::parse("a{env"), Err(TemplateError::Unclosed(_))));
+        assert!(matches!(
+            Template::parse("{nope}"),
+            Err(TemplateError::UnknownPlaceholder(..))
+        ));
+        assert!(matches!(
+            Template::parse("a{env"),
+            Err(TemplateError::Unclosed(_))
+        ));
         assert!(matches!(
             Template::parse_topic("lake/{env}"),
             Err(TemplateError::IllegalTopicChar(_, '/'))

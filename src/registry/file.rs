@@ -45,7 +45,14 @@ impl FileRegistry {
             schemas: parsed
                 .schemas
                 .into_iter()
-                .map(|(id, s)| (id, SchemaInfo { subjects: s.subjects }))
+                .map(|(id, s)| {
+                    (
+                        id,
+                        SchemaInfo {
+                            subjects: s.subjects,
+                        },
+                    )
+                })
                 .collect(),
         })
     }

@@ -36,10 +36,10 @@ impl HttpRegistry {
     }
 
     async fn get(&self, path: &str) -> Result<Option<bytes::Bytes>, RegistryError> {
-        let mut req = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header("accept", "application/vnd.schemaregistry.v1+json, application/json");
+        let mut req = self.client.get(format!("{}{path}", self.base)).header(
+            "accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
         if let Some((user, pass)) = &self.auth {
             req = req.basic_auth(user, pass.as_ref());
         }

@@ -1,0 +1,64 @@
+//! The metrics and health endpoint: `/metrics` (Prometheus text format),
+//! `/health` (the process is up) and `/ready` (the router is consuming).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Installs the Prometheus recorder for the `metrics` macros. Call once,
+/// before any metric is touched.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+}
+
+/// Serves the endpoints on `listen` until the runtime stops; returns the
+/// bound address (useful with port 0).
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(readiness))
+        .with_state(AppState { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (metrics.listen): {e}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn render(State(s): State<AppState>) -> String {
+    s.metrics.render()
+}
+
+async fn readiness(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

@@ -1,0 +1,327 @@
+//! Test harness: a mock Kafka cluster, an in-process Confluent-style schema
+//! registry whose health can be switched, a router running in a thread, and
+//! helpers to produce and read topics.
+#![allow(dead_code)]
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use envelope_router::config::Config;
+use envelope_router::envelope::{HeaderBuilder, ValidHeader};
+use envelope_router::kafka::{self, RunControl};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One tokio runtime for every test in a binary.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Registry health.
+pub const UP: u8 = 0;
+/// Answers 503 to everything.
+pub const DOWN: u8 = 1;
+
+/// An in-process schema registry speaking the Confluent REST API.
+pub struct TestRegistry {
+    pub url: String,
+    pub health: Arc<AtomicU8>,
+    pub requests: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct RegistryState {
+    subjects: Arc<HashMap<u32, Vec<String>>>,
+    health: Arc<AtomicU8>,
+    requests: Arc<AtomicU64>,
+}
+
+impl TestRegistry {
+    /// Serves `ids` (id → subjects) on an ephemeral localhost port.
+    pub fn start(ids: &[(u32, &[&str])]) -> TestRegistry {
+        let state = RegistryState {
+            subjects: Arc::new(
+                ids.iter()
+                    .map(|(id, s)| (*id, s.iter().map(|s| s.to_string()).collect()))
+                    .collect(),
+            ),
+            health: Arc::new(AtomicU8::new(UP)),
+            requests: Arc::new(AtomicU64::new(0)),
+        };
+        let app = Router::new()
+            .route("/schemas/ids/{id}", get(schema))
+            .route("/schemas/ids/{id}/versions", get(versions))
+            .with_state(state.clone());
+        let listener = runtime()
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime().spawn(async move { axum::serve(listener, app).await });
+        TestRegistry {
+            url: format!("http://{addr}"),
+            health: state.health,
+            requests: state.requests,
+        }
+    }
+}
+
+fn check(s: &RegistryState, id: u32) -> Result<&Vec<String>, (StatusCode, String)> {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    if s.health.load(Ordering::Relaxed) == DOWN {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "down for the test".into()));
+    }
+    s.subjects.get(&id).ok_or((
+        StatusCode::NOT_FOUND,
+        r#"{"error_code":40403,"message":"Schema not found"}"#.into(),
+    ))
+}
+
+async fn schema(
+    State(s): State<RegistryState>,
+    Path(id): Path<u32>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    check(&s, id)?;
+    Ok(Json(
+        serde_json::json!({ "schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF" }),
+    ))
+}
+
+async fn versions(
+    State(s): State<RegistryState>,
+    Path(id): Path<u32>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let subjects = check(&s, id)?;
+    Ok(Json(serde_json::Value::Array(
+        subjects
+            .iter()
+            .map(|s| serde_json::json!({ "subject": s, "version": 1 }))
+            .collect(),
+    )))
+}
+
+/// A router running on its own thread.
+pub struct RunningRouter {
+    pub ctl: RunControl,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningRouter {
+    pub fn start(cfg: &Config) -> RunningRouter {
+        let ctl = RunControl::default();
+        let (cfg, c) = (cfg.clone(), ctl.clone());
+        let handle = std::thread::spawn(move || kafka::run(&cfg, &c, runtime().handle().clone()));
+        RunningRouter {
+            ctl,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits until `n` records were read and settled.
+    pub fn wait_settled(&self, n: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.ctl.stats.records_settled() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} records settled (read {})",
+                self.ctl.stats.records_settled(),
+                self.ctl.stats.records_in()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Graceful stop: drain, commit, leave the group.
+    pub fn stop(mut self) {
+        self.ctl.shutdown.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for RunningRouter {
+    fn drop(&mut self) {
+        self.ctl.shutdown.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Router config for a test.
+pub fn config(bootstrap: &str, group: &str, registry_url: &str, extra: &str) -> Config {
+    let yaml = format!(
+        r#"
+kafka:
+  bootstrap.servers: "{bootstrap}"
+  consumer: {{ session.timeout.ms: 6000 }}
+input:
+  topics: [raw]
+  group_id: {group}
+output:
+  create_topics: broker
+dead_letter:
+  topic: dlq
+schema:
+  registry:
+    url: "{registry_url}"
+    timeout: 500ms
+    retry_backoff_min: 50ms
+    retry_backoff_max: 200ms
+shutdown_timeout: 10s
+{extra}
+"#
+    );
+    Config::from_yaml(&yaml, std::path::Path::new("test.yaml"), |_| None).unwrap()
+}
+
+/// A header builder for stream `category` version 1 under `schema_id`.
+pub fn stream(env: &str, source: &str, category: &str, schema_id: u32) -> HeaderBuilder {
+    HeaderBuilder::new()
+        .env(env)
+        .source(source)
+        .title("1234")
+        .category(category)
+        .version(1)
+        .schema_id(schema_id)
+}
+
+/// A raw record to produce.
+pub struct Input {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Input {
+    pub fn envelope(h: &ValidHeader, payload: &[u8]) -> Input {
+        Input {
+            key: h.header().message_id.to_vec(),
+            value: h.to_envelope_bytes(payload).to_vec(),
+            headers: vec![("trace-id".into(), b"t-1".to_vec())],
+        }
+    }
+
+    pub fn raw(key: &[u8], value: &[u8]) -> Input {
+        Input {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            headers: vec![],
+        }
+    }
+}
+
+/// Produces records to a topic and waits until all are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for r in records {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut rec = BaseRecord::to(topic)
+            .key(&r.key)
+            .payload(&r.value)
+            .timestamp(1_700_000_000_000);
+        if !r.headers.is_empty() {
+            rec = rec.headers(headers);
+        }
+        p.send(rec).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+    pub timestamp: Option<i64>,
+}
+
+/// Reads every record of a topic (all partitions) until `idle` passes with
+/// nothing new; an absent topic reads as empty.
+pub fn read_topic(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Output> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else {
+        return vec![];
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        if let Some(r) = c.poll(Duration::from_millis(50)) {
+            let m = r.unwrap();
+            out.push(Output {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                timestamp: m.timestamp().to_millis(),
+            });
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// A mock cluster with the raw input topic.
+pub fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic("raw", partitions, 1).unwrap();
+    c.create_topic("dlq", 1, 1).unwrap();
+    c
+}
+
+/// Flag helper for tests that flip state from another thread.
+pub fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}

@@ -1,0 +1,260 @@
+//! End-to-end router tests on librdkafka's mock cluster with an in-process
+//! HTTP schema registry.
+
+mod common;
+
+use common::*;
+use envelope_router::envelope::HeaderFields;
+use envelope_router::pipeline::Reason;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const IDLE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn routes_fans_out_filters_dedups_and_dead_letters_exactly() {
+    let kafka = cluster(3);
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[
+        (1, &["match-v1"]),
+        (2, &["login-v1"]),
+        (3, &["somebody-else"]),
+        (4, &["debug_x-v1"]),
+    ]);
+    let cfg = config(
+        &bootstrap,
+        "exact",
+        &registry.url,
+        r#"
+routes:
+  - { name: drop-debug, match: { category: "debug_*" }, action: drop }
+  - { name: lake, match: { env: prod } }
+  - { name: audit, match: { source: billing }, topic: "audit.{env}" }
+default_route: dead_letter
+"#,
+    );
+    // `schema.mode` lives under `schema`; set it through the struct.
+    let mut cfg = cfg;
+    cfg.schema.mode = envelope_router::pipeline::schema::SchemaMode::Subject;
+    cfg.schema.subject_template = "{category}-v{version}".into();
+
+    let matches: Vec<_> = (0..3)
+        .map(|i| {
+            stream("prod", "glutton", "match", 1)
+                .build()
+                .map(|h| (h, vec![i as u8; 300]))
+                .unwrap()
+        })
+        .collect();
+    let logins: Vec<_> = (0..2)
+        .map(|i| {
+            stream("prod", "billing", "login", 2)
+                .build()
+                .map(|h| (h, vec![0x40 + i as u8; 5000]))
+                .unwrap()
+        })
+        .collect();
+    let unknown = stream("prod", "glutton", "match", 99).build().unwrap();
+    let mismatch = stream("prod", "glutton", "match", 3).build().unwrap();
+    let debug = stream("prod", "glutton", "debug_x", 4).build().unwrap();
+    let unrouted = stream("dev", "glutton", "match", 1).build().unwrap();
+
+    let mut inputs: Vec<Input> = Vec::new();
+    inputs.extend(matches.iter().map(|(h, p)| Input::envelope(h, p)));
+    inputs.extend(logins.iter().map(|(h, p)| Input::envelope(h, p)));
+    inputs.push(Input::envelope(&matches[0].0, &matches[0].1)); // a producer retry
+    inputs.push(Input::raw(b"junk", &[0x0a, 0xff, 0xff])); // malformed
+    inputs.push(Input::envelope(&unknown, b"u"));
+    inputs.push(Input::envelope(&mismatch, b"m"));
+    inputs.push(Input::envelope(&debug, b"d"));
+    inputs.push(Input::envelope(&unrouted, b"r"));
+    produce(&bootstrap, "raw", &inputs);
+
+    let router = RunningRouter::start(&cfg);
+    router.wait_settled(inputs.len() as u64, Duration::from_secs(30));
+    let stats = router.ctl.stats.clone();
+    router.stop();
+
+    // Routed topics hold exactly the input bytes, keys, timestamps and headers.
+    let match_topic = matches[0].0.topic_name();
+    assert_eq!(match_topic, "prod.glutton.1234.match-v1");
+    let out = read_topic(&bootstrap, &match_topic, IDLE);
+    let want: Vec<_> = matches
+        .iter()
+        .map(|(h, p)| h.to_envelope_bytes(p).to_vec())
+        .collect();
+    let mut got: Vec<_> = out.iter().map(|o| o.value.clone()).collect();
+    got.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(
+        got, want_sorted,
+        "each match record exactly once, byte-for-byte"
+    );
+    for o in &out {
+        assert_eq!(o.timestamp, Some(1_700_000_000_000), "timestamp kept");
+        assert_eq!(
+            o.headers.get("trace-id").map(String::as_str),
+            Some("t-1"),
+            "input headers kept"
+        );
+        let view = envelope_router::envelope::EnvelopeView::read(&o.value).unwrap();
+        assert_eq!(o.key.as_deref(), Some(view.header().message_id), "key kept");
+    }
+    for topic in ["prod.billing.1234.login-v1", "audit.prod"] {
+        let out = read_topic(&bootstrap, topic, IDLE);
+        assert_eq!(out.len(), 2, "fan-out to {topic}");
+    }
+
+    // Every reject is in the dead-letter topic with its reason and origin.
+    let dlq = read_topic(&bootstrap, "dlq", IDLE);
+    let mut reasons: Vec<_> = dlq
+        .iter()
+        .map(|o| o.headers["dlq.reason"].clone())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "malformed",
+            "schema_subject_mismatch",
+            "unknown_schema",
+            "unrouted"
+        ]
+    );
+    for o in &dlq {
+        assert_eq!(o.headers["dlq.source.topic"], "raw");
+        assert!(o.headers["dlq.source.offset"].parse::<i64>().is_ok());
+        assert!(!o.headers["dlq.detail"].is_empty());
+        assert!(
+            inputs.iter().any(|i| i.value == o.value),
+            "dead letters carry the original bytes"
+        );
+    }
+    let malformed = dlq
+        .iter()
+        .find(|o| o.headers["dlq.reason"] == "malformed")
+        .unwrap();
+    assert_eq!(malformed.key.as_deref(), Some(&b"junk"[..]));
+
+    assert_eq!(stats.reason(Reason::Duplicate), 1);
+    assert_eq!(stats.reason(Reason::Filtered), 1);
+    assert_eq!(stats.records_routed(), 5);
+    assert!(read_topic(
+        &bootstrap,
+        "prod.glutton.1234.debug_x-v1",
+        Duration::from_millis(300)
+    )
+    .is_empty());
+}
+
+#[test]
+fn restart_on_the_same_group_neither_loses_nor_republishes() {
+    let kafka = cluster(4);
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    let cfg = config(&bootstrap, "restart", &registry.url, "");
+    let make = |n: usize| -> Vec<Input> {
+        (0..n)
+            .map(|i| {
+                Input::envelope(
+                    &stream("prod", "glutton", "match", 1).build().unwrap(),
+                    &[i as u8; 100],
+                )
+            })
+            .collect()
+    };
+    let first = make(60);
+    produce(&bootstrap, "raw", &first);
+    let router = RunningRouter::start(&cfg);
+    router.wait_settled(60, Duration::from_secs(30));
+    router.stop(); // graceful: drains and commits
+
+    let second = make(40);
+    produce(&bootstrap, "raw", &second);
+    let router = RunningRouter::start(&cfg);
+    router.wait_settled(40, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        router.ctl.stats.records_in(),
+        40,
+        "settled records are not read again"
+    );
+    router.stop();
+
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+    for o in &out {
+        *counts.entry(o.value.clone()).or_default() += 1;
+    }
+    assert_eq!(out.len(), 100);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each record published once"
+    );
+    for i in first.iter().chain(&second) {
+        assert_eq!(counts.get(&i.value), Some(&1));
+    }
+}
+
+#[test]
+fn registry_outage_pauses_then_resumes_with_nothing_lost_or_dead_lettered() {
+    let kafka = cluster(2);
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    registry.health.store(DOWN, Ordering::Relaxed);
+    let cfg = config(&bootstrap, "outage", &registry.url, "");
+    let inputs: Vec<Input> = (0..30)
+        .map(|i| {
+            Input::envelope(
+                &stream("prod", "glutton", "match", 1).build().unwrap(),
+                &[i as u8; 64],
+            )
+        })
+        .collect();
+    produce(&bootstrap, "raw", &inputs);
+
+    let router = RunningRouter::start(&cfg);
+    // Wait until the router has read records and keeps asking the registry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (router.ctl.stats.records_in() == 0
+        || registry.requests.load(Ordering::Relaxed) < 3
+        || router.ctl.stats.paused() == 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        registry.requests.load(Ordering::Relaxed) >= 3,
+        "lookups are retried during the outage"
+    );
+    assert!(
+        router.ctl.stats.paused() >= 1,
+        "the waiting partition is paused"
+    );
+    assert_eq!(router.ctl.stats.records_routed(), 0);
+    assert_eq!(
+        router.ctl.stats.records_settled(),
+        0,
+        "nothing is settled during the outage"
+    );
+
+    registry.health.store(UP, Ordering::Relaxed);
+    router.wait_settled(30, Duration::from_secs(20));
+    assert_eq!(router.ctl.stats.records_routed(), 30);
+    let dead: u64 = Reason::ALL
+        .iter()
+        .filter(|r| r.is_dead_letter())
+        .map(|r| router.ctl.stats.reason(*r))
+        .sum();
+    assert_eq!(dead, 0, "an outage is not a verdict");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(router.ctl.stats.paused(), 0, "partitions resume");
+    router.stop();
+    assert_eq!(
+        read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE).len(),
+        30
+    );
+    assert!(read_topic(&bootstrap, "dlq", Duration::from_millis(500)).is_empty());
+}
