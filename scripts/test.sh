@@ -15,6 +15,7 @@ command -v c++ >/dev/null || missing+=(g++)
 command -v perl >/dev/null || missing+=(perl)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)   # librdkafka TLS/SASL, registry HTTPS
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -35,6 +36,9 @@ step "tests (unit, integration, benches in test mode)"
 cargo test --all-features --all-targets
 step "doc tests"
 cargo test --all-features --doc
+
+step "demo (embedded mock cluster, accounting check)"
+cargo run -q -- demo --records 3000 2>/dev/null
 
 fuzz_seconds=${FUZZ_SECONDS:-30}
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -448,12 +448,30 @@ pub fn is_secret_property(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
-/// Replaces `${VAR}` / `${VAR:-default}` and `$$`; on an unset variable
-/// returns its 1-based line, column and name.
+/// Replaces `${VAR}` / `${VAR:-default}` and `$$`, except on full-line
+/// comments (so a commented-out example needs no variable); on an unset
+/// variable returns its 1-based line, column and name.
 fn interpolate(
     text: &str,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, (usize, usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let expanded = interpolate_line(line, env).map_err(|(column, var)| (n + 1, column, var))?;
+        out.push_str(&expanded);
+    }
+    Ok(out)
+}
+
+/// Interpolates one line; on an unset variable returns its 1-based column.
+fn interpolate_line(
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -476,10 +494,8 @@ fn interpolate(
             match env(var).or_else(|| default.map(str::to_owned)) {
                 Some(value) => out.push_str(&value),
                 None => {
-                    let at = text.len() - rest.len() + i;
-                    let line = text[..at].matches('\n').count() + 1;
-                    let column = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
-                    return Err((line, column, var.to_owned()));
+                    let column = text.len() - rest.len() + i + 1;
+                    return Err((column, var.to_owned()));
                 }
             }
             rest = &body[end + 1..];
