@@ -126,3 +126,63 @@ pub fn topic(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::HeaderBuilder;
+
+    #[test]
+    fn prints_headers_errors_and_delimited_streams() {
+        let h = HeaderBuilder::new()
+            .env("prod")
+            .source("glutton")
+            .title("1234")
+            .category("match")
+            .version(2)
+            .schema_id(7)
+            .message_id(vec![0xab, 0xcd])
+            .attribute("region", "eu")
+            .build()
+            .unwrap();
+        let good = h.to_envelope_bytes(b"payload");
+        let mut stream = Vec::new();
+        for r in [&good[..], &[0x0a, 0x7f][..]] {
+            prost::encoding::encode_varint(r.len() as u64, &mut stream);
+            stream.extend_from_slice(r);
+        }
+        let path = std::env::temp_dir().join(format!("inspect-test-{}.bin", std::process::id()));
+        std::fs::write(&path, &stream).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(file(&path, true, &mut out).unwrap(), 2);
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["message_id"], "abcd");
+        assert_eq!(lines[0]["category"], "match");
+        assert_eq!(lines[0]["attributes"]["region"], "eu");
+        assert_eq!(lines[0]["payload_bytes"], 7);
+        assert_eq!(lines[1]["error"], "malformed");
+        assert!(lines[1]["detail"].as_str().unwrap().contains("truncated"));
+
+        let invalid = crate::envelope::proto::Envelope {
+            header: crate::envelope::proto::Header {
+                message_id: vec![1].into(),
+                env: "a.b".into(),
+                source: "s".into(),
+                title: "t".into(),
+                category: "c".into(),
+                version: 1,
+                schema_id: 1,
+                ..Default::default()
+            },
+            payload: None,
+        };
+        use prost::Message as _;
+        let v = describe(&invalid.encode_to_vec());
+        assert_eq!(v["error"], "invalid_header");
+    }
+}

@@ -258,3 +258,76 @@ fn registry_outage_pauses_then_resumes_with_nothing_lost_or_dead_lettered() {
     );
     assert!(read_topic(&bootstrap, "dlq", Duration::from_millis(500)).is_empty());
 }
+
+#[test]
+fn failed_produces_are_retried_not_dropped() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let kafka = cluster(1);
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    let cfg = config(&bootstrap, "retry", &registry.url, "");
+    let inputs: Vec<Input> = (0..10)
+        .map(|i| {
+            Input::envelope(
+                &stream("prod", "glutton", "match", 1).build().unwrap(),
+                &[i as u8; 64],
+            )
+        })
+        .collect();
+    produce(&bootstrap, "raw", &inputs);
+    // From now on the broker refuses the next produce requests for good:
+    // librdkafka reports them failed and the router must send them again.
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let router = RunningRouter::start(&cfg);
+    router.wait_settled(10, Duration::from_secs(30));
+    assert!(
+        router.ctl.stats.delivery_errors() >= 1,
+        "the injected errors reached the router"
+    );
+    router.stop();
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let mut values: Vec<_> = out.iter().map(|o| o.value.clone()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 10, "every record published");
+    assert_eq!(
+        out.len(),
+        10,
+        "and only once: a refused produce wrote nothing"
+    );
+}
+
+#[test]
+fn health_readiness_and_metrics_endpoints() {
+    use std::io::{Read, Write};
+    let handle = envelope_router::http::install_recorder().unwrap();
+    let ready = flag();
+    let addr = runtime()
+        .block_on(envelope_router::http::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            handle,
+            ready.clone(),
+        ))
+        .unwrap();
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200"));
+    assert!(get("/ready").starts_with("HTTP/1.1 503"));
+    ready.store(true, Ordering::Relaxed);
+    assert!(get("/ready").starts_with("HTTP/1.1 200"));
+    metrics::counter!("envelope_router_records_in_total").increment(3);
+    let m = get("/metrics");
+    assert!(m.contains("envelope_router_records_in_total 3"), "{m}");
+}
