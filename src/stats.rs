@@ -9,9 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Metric handles registered on first use (after the recorder is installed),
+/// so the per-record path does not look metrics up by name.
+#[derive(Default)]
+struct Handles {
+    records_in: OnceLock<metrics::Counter>,
+    latency_arrival: OnceLock<metrics::Histogram>,
+    latency_event: OnceLock<metrics::Histogram>,
+    reasons: [OnceLock<metrics::Counter>; Reason::ALL.len()],
+}
+
 /// Counters of one router instance.
 #[derive(Default)]
 pub struct Stats {
+    handles: Handles,
     records_in: AtomicU64,
     first_in: OnceLock<Instant>,
     routed: AtomicU64,
@@ -32,7 +43,10 @@ impl Stats {
     pub fn record_in(&self) {
         self.first_in.get_or_init(Instant::now);
         self.records_in.fetch_add(1, Relaxed);
-        counter!("envelope_router_records_in_total").increment(1);
+        self.handles
+            .records_in
+            .get_or_init(|| counter!("envelope_router_records_in_total"))
+            .increment(1);
     }
 
     /// A record was routed to at least one output topic.
@@ -43,15 +57,23 @@ impl Stats {
 
     /// A record left the pipeline without being published.
     pub fn rejected(&self, reason: Reason, rule: Option<&str>) {
-        self.reasons[reason_index(reason)].fetch_add(1, Relaxed);
+        let i = reason_index(reason);
+        self.reasons[i].fetch_add(1, Relaxed);
         match (reason, rule) {
+            // Per-rule label: looked up by name (filters are not the hot path
+            // of a lake router; the label set is the rule names).
             (Reason::Filtered, Some(rule)) => {
                 counter!("envelope_router_filtered_total", "route" => rule.to_owned()).increment(1)
             }
-            (r, _) if r.is_dead_letter() => {
-                counter!("envelope_router_dead_letters_total", "reason" => r.code()).increment(1)
-            }
-            (r, _) => counter!("envelope_router_dropped_total", "reason" => r.code()).increment(1),
+            (r, _) => self.handles.reasons[i]
+                .get_or_init(|| {
+                    if r.is_dead_letter() {
+                        counter!("envelope_router_dead_letters_total", "reason" => r.code())
+                    } else {
+                        counter!("envelope_router_dropped_total", "reason" => r.code())
+                    }
+                })
+                .increment(1),
         }
     }
 
@@ -77,11 +99,19 @@ impl Stats {
     pub fn settled(&self, latency: Option<Duration>, event_age_ms: Option<i64>) {
         self.settled.fetch_add(1, Relaxed);
         if let Some(l) = latency {
-            histogram!("envelope_router_end_to_end_seconds", "from" => "arrival")
+            self.handles
+                .latency_arrival
+                .get_or_init(
+                    || histogram!("envelope_router_end_to_end_seconds", "from" => "arrival"),
+                )
                 .record(l.as_secs_f64());
         }
         if let Some(ms) = event_age_ms {
-            histogram!("envelope_router_end_to_end_seconds", "from" => "event_time")
+            self.handles
+                .latency_event
+                .get_or_init(
+                    || histogram!("envelope_router_end_to_end_seconds", "from" => "event_time"),
+                )
                 .record(ms.max(0) as f64 / 1000.0);
         }
     }

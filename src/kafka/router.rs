@@ -80,7 +80,12 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     });
     let cache = Arc::new(SchemaCache::new(cfg.schema.registry.unknown_ttl));
     let registry = Registry::from_config(&cfg.schema.registry, subject_mode)?;
-    let resolver = Resolver::new(registry, cache, &cfg.schema.registry, runtime.clone());
+    let resolver = Resolver::new(
+        registry,
+        cache.clone(),
+        &cfg.schema.registry,
+        runtime.clone(),
+    );
 
     let shared = Arc::new(Shared {
         state: Default::default(),
@@ -112,8 +117,10 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
         cc.set(k, v);
     }
-    // At-least-once depends on these two; a config must not turn them off.
-    cc.set("enable.auto.offset.store", "false");
+    // At-least-once depends on these: offsets are stored only once settled,
+    // and auto-commit commits what was stored. A config cannot change them.
+    cc.set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true");
     let consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
@@ -144,6 +151,7 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         producer,
         shared,
         pipeline,
+        cache,
         resolver,
         admin,
         runtime,
@@ -181,6 +189,7 @@ struct Loop<'c, 'a> {
     producer: Arc<BaseProducer<ProducerCtx>>,
     shared: Arc<Shared>,
     pipeline: Pipeline,
+    cache: Arc<SchemaCache>,
     resolver: Arc<Resolver>,
     admin: Option<Arc<AdminClient<DefaultClientContext>>>,
     runtime: tokio::runtime::Handle,
@@ -232,7 +241,6 @@ impl<'c> Loop<'c, '_> {
 
     /// A fresh record: process it, or queue it behind its partition's backlog.
     fn handle(&mut self, m: BorrowedMessage<'c>) {
-        self.shared.stats.record_in();
         let found = {
             let state = self.shared.lock();
             state
@@ -241,8 +249,15 @@ impl<'c> Loop<'c, '_> {
         };
         let Some(key) = found else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
+            tracing::debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "record of an unassigned partition skipped"
+            );
             return;
         };
+        self.shared.stats.record_in();
         if let Some(b) = self.backlogs.get_mut(&key) {
             b.queue.push_back(m);
             if b.queue.len() == PAUSE_BACKLOG {
@@ -284,8 +299,10 @@ impl<'c> Loop<'c, '_> {
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
             return Ok(()); // revoked meanwhile
         };
-        let cache = self.resolver.cache().clone();
-        match self.pipeline.process(record, &mut p.dedup, now_s, &*cache) {
+        match self
+            .pipeline
+            .process(record, &mut p.dedup, now_s, &*self.cache)
+        {
             Verdict::AwaitSchema(id) => Err(WaitForSchema(id)),
             Verdict::Drop { reason, rule } => {
                 p.ledger.push(m.offset(), 0, arrived);
