@@ -53,7 +53,10 @@ impl ProducerContext for ProducerCtx {
                 self.shared.stats.published(m.topic());
                 let settled = self.shared.lock().settle(opaque);
                 if let Some(s) = settled {
-                    self.shared.stats.settled(Some(s.arrived.elapsed()), None);
+                    let event_age = s.event_time_ms.map(|t| unix_ms() - t);
+                    self.shared
+                        .stats
+                        .settled(Some(s.arrived.elapsed()), event_age);
                 }
             }
             Err((e, m)) => self.failed(e, m, opaque),
@@ -91,6 +94,12 @@ impl ProducerCtx {
             due: Instant::now() + backoff(attempts),
         });
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Retry delay: 100 ms doubling to 10 s.

@@ -14,6 +14,8 @@ struct Slot {
     pending: u32,
     /// When the router read it (for end-to-end latency).
     arrived: Instant,
+    /// The envelope's event time, unix ms (for event-time latency).
+    event_time_ms: Option<i64>,
 }
 
 /// A record whose last output was just acknowledged.
@@ -21,6 +23,8 @@ struct Slot {
 pub struct Settled {
     /// When it was read.
     pub arrived: Instant,
+    /// Its envelope's event time, unix ms.
+    pub event_time_ms: Option<i64>,
 }
 
 /// The ledger of one input partition. Sequence numbers are per partition and
@@ -41,12 +45,19 @@ pub struct Ledger {
 impl Ledger {
     /// Records a record read at `offset` that needs `outputs` acknowledgements
     /// (0 = settled already); returns its sequence number.
-    pub fn push(&mut self, offset: i64, outputs: u32, arrived: Instant) -> u64 {
+    pub fn push(
+        &mut self,
+        offset: i64,
+        outputs: u32,
+        arrived: Instant,
+        event_time_ms: Option<i64>,
+    ) -> u64 {
         let seq = self.base_seq + self.slots.len() as u64;
         self.slots.push_back(Slot {
             offset,
             pending: outputs,
             arrived,
+            event_time_ms,
         });
         if outputs > 0 {
             self.in_flight += 1;
@@ -70,6 +81,7 @@ impl Ledger {
         }
         let settled = Settled {
             arrived: slot.arrived,
+            event_time_ms: slot.event_time_ms,
         };
         self.in_flight -= 1;
         self.advance();
@@ -126,11 +138,17 @@ mod tests {
     fn commits_only_a_fully_settled_prefix() {
         let now = Instant::now();
         let mut l = Ledger::default();
-        let a = l.push(10, 2, now); // fan-out to two topics
-        let b = l.push(11, 0, now); // a duplicate: settled at once
-        let c = l.push(13, 1, now); // offsets may have gaps
+        let a = l.push(10, 2, now, None); // fan-out to two topics
+        let b = l.push(11, 0, now, None); // a duplicate: settled at once
+        let c = l.push(13, 1, now, Some(5)); // offsets may have gaps
         assert_eq!(l.take_committable(), None, "offset 10 is not settled");
-        assert_eq!(l.settle(c), Some(Settled { arrived: now }));
+        assert_eq!(
+            l.settle(c),
+            Some(Settled {
+                arrived: now,
+                event_time_ms: Some(5)
+            })
+        );
         assert_eq!(l.take_committable(), None, "13 is settled but 10 is not");
         assert_eq!(l.settle(a), None, "one of two outputs");
         assert_eq!(l.take_committable(), None);
@@ -147,8 +165,8 @@ mod tests {
     #[test]
     fn drops_alone_advance_the_watermark() {
         let mut l = Ledger::default();
-        l.push(0, 0, Instant::now());
-        l.push(1, 0, Instant::now());
+        l.push(0, 0, Instant::now(), None);
+        l.push(1, 0, Instant::now(), None);
         assert_eq!(l.take_committable(), Some(2));
         assert_eq!(l.committable(), Some(2));
     }

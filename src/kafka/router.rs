@@ -305,14 +305,14 @@ impl<'c> Loop<'c, '_> {
         {
             Verdict::AwaitSchema(id) => Err(WaitForSchema(id)),
             Verdict::Drop { reason, rule } => {
-                p.ledger.push(m.offset(), 0, arrived);
+                p.ledger.push(m.offset(), 0, arrived, None);
                 drop(state);
                 self.shared.stats.rejected(reason, rule.as_deref());
                 self.shared.stats.settled(None, None);
                 Ok(())
             }
             Verdict::DeadLetter { reason, detail } => {
-                let seq = p.ledger.push(m.offset(), 1, arrived);
+                let seq = p.ledger.push(m.offset(), 1, arrived, None);
                 drop(state);
                 self.shared.stats.rejected(reason, None);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
@@ -323,7 +323,12 @@ impl<'c> Loop<'c, '_> {
             }
             Verdict::Publish { header, plan } => {
                 let targets = plan.targets();
-                let seq = p.ledger.push(m.offset(), targets.len() as u32, arrived);
+                let seq = p.ledger.push(
+                    m.offset(),
+                    targets.len() as u32,
+                    arrived,
+                    header.event_time_ms,
+                );
                 drop(state);
                 self.shared.stats.routed();
                 let headers = if self.cfg.output.mirror_headers {

@@ -192,11 +192,19 @@ mod tests {
         let mut s = RouterState::default();
         let slot = s.assign("raw", 0);
         let epoch = s.get_mut(slot).unwrap().epoch;
-        let seq = s.get_mut(slot).unwrap().ledger.push(0, 1, Instant::now());
+        let seq = s
+            .get_mut(slot)
+            .unwrap()
+            .ledger
+            .push(0, 1, Instant::now(), None);
         s.revoke(slot);
         let again = s.assign("raw", 0);
         assert_eq!(again, slot, "the slot is reused");
-        let seq2 = s.get_mut(slot).unwrap().ledger.push(0, 1, Instant::now());
+        let seq2 = s
+            .get_mut(slot)
+            .unwrap()
+            .ledger
+            .push(0, 1, Instant::now(), None);
         assert_eq!(seq, seq2);
         assert!(
             s.settle(encode_opaque(slot, epoch, seq)).is_none(),

@@ -79,6 +79,22 @@ impl DedupWindow {
         true
     }
 
+    /// Takes back the most recent [`DedupWindow::insert`] of `fp` (a record
+    /// that turned out to need a registry lookup first: it is processed again
+    /// later and must not find itself as a duplicate).
+    pub fn undo_insert(&mut self, fp: u64) {
+        if self.order.back() != Some(&fp) || !self.set.remove(&fp) {
+            return;
+        }
+        self.order.pop_back();
+        if let Some((_, n)) = self.seconds.back_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.seconds.pop_back();
+            }
+        }
+    }
+
     /// Forgets ids that arrived more than `ttl_s` seconds before `now_s`;
     /// returns how many were forgotten.
     pub fn expire(&mut self, now_s: u32, ttl_s: u32) -> usize {
@@ -167,6 +183,20 @@ mod tests {
         // The per-second counts stay consistent with the queue.
         assert_eq!(w.expire(100, 10), 4);
         assert!(w.is_empty() && !w.evict_oldest());
+    }
+
+    #[test]
+    fn undo_takes_back_only_the_last_insert() {
+        let mut w = DedupWindow::default();
+        let (a, b) = (fingerprint(b"a"), fingerprint(b"b"));
+        w.insert(a, 1);
+        w.insert(b, 2);
+        w.undo_insert(a); // not the last one: ignored
+        assert!(w.contains(a));
+        w.undo_insert(b);
+        assert!(!w.contains(b) && w.len() == 1);
+        assert!(w.insert(b, 2), "insertable again");
+        assert_eq!(w.expire(100, 1), 2, "per-second counts stayed consistent");
     }
 
     #[test]

@@ -98,8 +98,10 @@ impl Pipeline {
         if let Err(e) = validate(&header) {
             return dead_letter(Reason::InvalidHeader, e.to_string());
         }
+        // One probe: remember the id now, take it back in the rare case the
+        // record must wait for the registry and be processed again.
         let fp = fingerprint(header.message_id);
-        if dedup.contains(fp) {
+        if !dedup.insert(fp, now_s) {
             return Verdict::Drop {
                 reason: Reason::Duplicate,
                 rule: None,
@@ -107,8 +109,11 @@ impl Pipeline {
         }
         let plan = self.cfg.routes.plan(&header);
         let schema = schemas.lookup(header.schema_id);
-        let verdict = match schema {
-            SchemaState::Miss => return Verdict::AwaitSchema(header.schema_id),
+        match schema {
+            SchemaState::Miss => {
+                dedup.undo_insert(fp);
+                Verdict::AwaitSchema(header.schema_id)
+            }
             SchemaState::Unknown => dead_letter(
                 Reason::UnknownSchema,
                 format!("schema id {} is not registered", header.schema_id),
@@ -142,9 +147,7 @@ impl Pipeline {
                     ),
                 },
             },
-        };
-        dedup.insert(fp, now_s);
-        verdict
+        }
     }
 }
 
