@@ -40,6 +40,9 @@ cargo test --all-features --doc
 step "demo (embedded mock cluster, accounting check)"
 cargo run -q -- demo --records 3000 2>/dev/null
 
+step "bench --quick (router vs bare relay; checks correctness, not speed)"
+cargo run -q -- bench --quick 2>/dev/null
+
 fuzz_seconds=${FUZZ_SECONDS:-30}
 if [ "$fuzz_seconds" -gt 0 ]; then
   step "fuzz: reader_vs_prost for ${fuzz_seconds}s"

@@ -6,11 +6,10 @@
 //! record is accounted for against what the generator knows it sent.
 
 use crate::config::Config;
-use crate::envelope::{proto, HeaderBuilder, HeaderFields, ValidHeader};
 use crate::kafka::{self, RunControl};
 use crate::pipeline::Reason;
 use crate::producer::EnvelopeProducerBuilder;
-use prost::Message;
+use crate::workload::{self, Expected, Shape};
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -42,21 +41,6 @@ impl Default for DemoOptions {
     }
 }
 
-/// What the generator sent, by expected fate.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Expected {
-    /// Records sent.
-    pub sent: u64,
-    /// Records that must be routed.
-    pub routed: u64,
-    /// Expected count per reason.
-    pub reasons: BTreeMap<Reason, u64>,
-    /// Expected records per output topic.
-    pub topics: BTreeMap<String, u64>,
-    /// Bytes sent.
-    pub bytes: u64,
-}
-
 /// The demo's outcome.
 #[derive(Debug)]
 pub struct DemoReport {
@@ -76,59 +60,6 @@ pub struct DemoReport {
     pub mismatches: Vec<String>,
 }
 
-/// A tiny deterministic generator (xorshift64*): the demo needs no
-/// statistical quality, only repeatable traffic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-    /// Log-uniform size in `lo..=hi`.
-    fn size(&mut self, lo: f64, hi: f64) -> usize {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (lo * (hi / lo).powf(u)) as usize
-    }
-}
-
-const ENVS: &[&str] = &["prod", "staging"];
-const SOURCES: &[&str] = &["glutton", "arena", "billing"];
-const TITLES: &[&str] = &["1234", "5678"];
-const CATEGORIES: &[&str] = &[
-    "telemetry_match_event",
-    "player_login",
-    "store_purchase",
-    "debug_trace",
-];
-
-/// Registered schema ids: `category index * 10 + version`.
-fn schema_id(category: &str, version: u32) -> u32 {
-    let c = CATEGORIES.iter().position(|c| *c == category).unwrap_or(0) as u32;
-    c * 10 + version
-}
-
-fn registry_yaml() -> String {
-    let mut s = String::from("schemas:\n");
-    for c in CATEGORIES {
-        for v in 1..=2 {
-            s.push_str(&format!(
-                "  {}: {{ subjects: [{c}-v{v}] }}\n",
-                schema_id(c, v)
-            ));
-        }
-    }
-    s
-}
-
 fn config_yaml(bootstrap: &str, registry: &std::path::Path) -> String {
     format!(
         r#"
@@ -146,23 +77,15 @@ schema:
   subject_template: "{{category}}-v{{version}}"
   registry:
     file: "{}"
-routes:
-  - name: drop-debug
-    match: {{ category: "debug_*" }}
-    action: drop
-  - name: lake
-    match: {{ env: [prod, staging] }}
-  - name: billing-audit
-    match: {{ source: billing, category: store_purchase }}
-    topic: "audit.{{env}}.purchases"
-default_route: dead_letter
+{}
 log:
   level: warn
 metrics:
   listen: "127.0.0.1:0"
 shutdown_timeout: 10s
 "#,
-        registry.display()
+        registry.display(),
+        workload::ROUTES_YAML
     )
 }
 
@@ -177,7 +100,7 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
     let dir = std::env::temp_dir().join(format!("envelope-router-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let registry = dir.join("schemas.yaml");
-    std::fs::write(&registry, registry_yaml())?;
+    std::fs::write(&registry, workload::registry_yaml())?;
     let cfg = Config::from_yaml(
         &config_yaml(&bootstrap, &registry),
         std::path::Path::new("<demo>"),
@@ -205,7 +128,12 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
     };
 
     let started = Instant::now();
-    let expected = generate(opts, &producer)?;
+    let shape = Shape {
+        records: opts.records,
+        seed: opts.seed,
+        ..Shape::default()
+    };
+    let expected = workload::generate(&shape, &producer)?;
     producer.flush(Duration::from_secs(30))?;
     anyhow::ensure!(
         failed.load(Ordering::Relaxed) == 0,
@@ -279,103 +207,6 @@ fn progress(ctl: &RunControl, e: &Expected, started: Instant) {
         s.records_in() as f64 / secs
     );
     let _ = std::io::stderr().flush();
-}
-
-/// Sends the traffic and returns what should come of it.
-fn generate<F>(
-    opts: &DemoOptions,
-    producer: &crate::producer::EnvelopeProducer<F>,
-) -> anyhow::Result<Expected>
-where
-    F: Fn(crate::producer::DeliveryReport<'_>) + Send + Sync + 'static,
-{
-    let mut rng = Rng(opts.seed | 1);
-    let mut e = Expected::default();
-    let mut recent: Vec<(ValidHeader, Vec<u8>)> = Vec::new();
-    let count = |e: &mut Expected, r: Reason| *e.reasons.entry(r).or_default() += 1;
-    for i in 0..opts.records {
-        let roll = rng.below(1000);
-        if roll < 5 {
-            // Malformed: not an envelope at all.
-            let len = rng.size(16.0, 400.0);
-            let junk: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            producer.send_encoded(Some(&(i as u64).to_be_bytes()), &junk)?;
-            e.bytes += junk.len() as u64;
-            count(&mut e, Reason::Malformed);
-        } else if roll < 8 {
-            // Readable but invalid: a dot in `env` (built without the
-            // builder, which would refuse it).
-            let record = proto::Envelope {
-                header: proto::Header {
-                    message_id: (i as u64).to_be_bytes().to_vec().into(),
-                    env: "pr.od".into(),
-                    source: "glutton".into(),
-                    title: "1234".into(),
-                    category: "player_login".into(),
-                    version: 1,
-                    schema_id: schema_id("player_login", 1),
-                    ..Default::default()
-                },
-                payload: Some(vec![0u8; 64].into()),
-            }
-            .encode_to_vec();
-            producer.send_encoded(Some(&(i as u64).to_be_bytes()), &record)?;
-            e.bytes += record.len() as u64;
-            count(&mut e, Reason::InvalidHeader);
-        } else if roll < 108 && !recent.is_empty() {
-            // A producer retry: same id, same bytes, same partition.
-            let (h, payload) = &recent[rng.below(recent.len() as u64) as usize];
-            producer.send(h, payload)?;
-            e.bytes += h.envelope_len(payload.len()) as u64;
-            count(&mut e, Reason::Duplicate);
-        } else {
-            let (env, source, title, category) = (
-                rng.pick(ENVS),
-                rng.pick(SOURCES),
-                rng.pick(TITLES),
-                rng.pick(CATEGORIES),
-            );
-            let version = 1 + rng.below(2) as u32;
-            let unknown = roll < 118;
-            let h = HeaderBuilder::new()
-                .env(env)
-                .source(source)
-                .title(title)
-                .category(category)
-                .version(version)
-                .schema_id(if unknown {
-                    900 + rng.below(50) as u32
-                } else {
-                    schema_id(category, version)
-                })
-                .content_type("application/x-protobuf")
-                .build()?;
-            let payload: Vec<u8> = vec![(i % 251) as u8; rng.size(200.0, 20_000.0)];
-            producer.send(&h, &payload)?;
-            e.bytes += h.envelope_len(payload.len()) as u64;
-            if unknown {
-                count(&mut e, Reason::UnknownSchema);
-            } else if category.starts_with("debug_") {
-                count(&mut e, Reason::Filtered);
-            } else {
-                e.routed += 1;
-                *e.topics.entry(h.topic_name()).or_default() += 1;
-                if source == "billing" && category == "store_purchase" {
-                    *e.topics
-                        .entry(format!("audit.{env}.purchases"))
-                        .or_default() += 1;
-                }
-            }
-            if recent.len() < 1000 {
-                recent.push((h, payload));
-            } else {
-                let at = rng.below(1000) as usize;
-                recent[at] = (h, payload);
-            }
-        }
-        e.sent += 1;
-    }
-    Ok(e)
 }
 
 impl DemoReport {

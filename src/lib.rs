@@ -20,6 +20,8 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "router")]
+pub mod bench;
+#[cfg(feature = "router")]
 pub mod config;
 #[cfg(feature = "router")]
 pub mod demo;
@@ -32,9 +34,15 @@ pub mod inspect;
 pub mod kafka;
 #[cfg(feature = "router")]
 pub mod pipeline;
+#[cfg(feature = "router")]
+pub mod procstat;
 #[cfg(feature = "producer")]
 pub mod producer;
 #[cfg(feature = "router")]
 pub mod registry;
 #[cfg(feature = "router")]
+pub mod relay;
+#[cfg(feature = "router")]
 pub mod stats;
+#[cfg(feature = "router")]
+pub mod workload;

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use envelope_router::config::{is_secret_property, Config, LogFormat};
 use envelope_router::kafka::{self, RunControl};
-use envelope_router::{demo, http, inspect};
+use envelope_router::workload::{Shape, Sizes};
+use envelope_router::{bench, demo, http, inspect, procstat, relay};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -29,6 +30,66 @@ enum Command {
         /// The YAML config (see config.example.yaml).
         #[arg(short, long, env = "ENVELOPE_ROUTER_CONFIG")]
         config: PathBuf,
+        /// Stop once this many records are settled (benchmarks).
+        #[arg(long, hide = true)]
+        exit_after_records: Option<u64>,
+        /// Print a JSON summary line on stdout at exit (benchmarks).
+        #[arg(long, hide = true)]
+        summary: bool,
+    },
+    /// Bare relay for `bench`: copy the config's input topics to one topic unchanged.
+    #[command(hide = true)]
+    Relay {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long)]
+        output: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        exit_after: u64,
+    },
+    /// Measure end-to-end throughput of the router against a bare relay on the same data.
+    Bench {
+        /// Records in the workload.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Payload size: `mixed` (log-uniform 200 B–20 KB) or a fixed size in bytes.
+        #[arg(long, default_value = "mixed")]
+        payload: String,
+        /// Input partitions (raised on the mock cluster when retention needs more).
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Duplicates per 10 000 records.
+        #[arg(long, default_value_t = 1000)]
+        duplicates: u64,
+        /// Unknown schema ids per 10 000 records.
+        #[arg(long, default_value_t = 100)]
+        unknown_schema: u64,
+        /// Malformed records per 10 000.
+        #[arg(long, default_value_t = 10)]
+        malformed: u64,
+        /// Partitions of each pre-created output topic.
+        #[arg(long, default_value_t = 1)]
+        output_partitions: i32,
+        /// Brokers of the embedded mock cluster.
+        #[arg(long, default_value_t = 3)]
+        brokers: i32,
+        /// Brokers to use instead of the embedded mock cluster.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// A few seconds: 5 000 records, checks correctness, not speed.
+        #[arg(long)]
+        quick: bool,
+        /// Generator seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Longest either side may run.
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Run the whole pipeline on an embedded mock Kafka cluster and print a report.
     Demo {
@@ -96,12 +157,17 @@ fn main() -> ExitCode {
 fn real_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            exit_after_records,
+            summary,
+        } => {
             let cfg = Config::load(&config)?;
             init_logging(cfg.log.format, &cfg.log.level);
             let runtime = runtime()?;
             let metrics = http::install_recorder()?;
             let ctl = RunControl::default();
+            let done_at = exit_after_records.map(|n| stop_after(&ctl, n));
             let addr =
                 runtime.block_on(http::serve(cfg.metrics.listen, metrics, ctl.ready.clone()))?;
             tracing::info!(%addr, "metrics on /metrics, health on /health and /ready");
@@ -112,7 +178,111 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 shutdown.store(true, Ordering::Relaxed);
             });
             kafka::run(&cfg, &ctl, runtime.handle().clone())?;
+            let finished = done_at.and_then(|h| h.join().ok().flatten());
+            if summary {
+                let s = &ctl.stats;
+                let active = match (s.first_record_at(), finished) {
+                    (Some(first), Some(done)) => done.duration_since(first).as_secs_f64(),
+                    _ => 0.0,
+                };
+                let reasons: std::collections::BTreeMap<&str, u64> =
+                    envelope_router::pipeline::Reason::ALL
+                        .iter()
+                        .map(|r| (r.code(), s.reason(*r)))
+                        .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "records": s.records_in(),
+                        "routed": s.records_routed(),
+                        "settled": s.records_settled(),
+                        "reasons": reasons,
+                        "active_s": active,
+                        "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
+                        "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+                    })
+                );
+            }
+            if exit_after_records.is_some() && finished.is_none() {
+                anyhow::bail!(
+                    "stopped before {} records were settled",
+                    exit_after_records.unwrap_or(0)
+                );
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Relay {
+            config,
+            output,
+            group,
+            exit_after,
+        } => {
+            let mut cfg = Config::load(&config)?;
+            init_logging(cfg.log.format, &cfg.log.level);
+            cfg.input.group_id = group;
+            let s = relay::run(&cfg, &output, exit_after, child_timeout())?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "records": s.records,
+                    "bytes": s.bytes,
+                    "active_s": s.active_s,
+                    "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
+                    "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            records,
+            payload,
+            partitions,
+            duplicates,
+            unknown_schema,
+            malformed,
+            output_partitions,
+            brokers,
+            bootstrap,
+            json,
+            quick,
+            seed,
+            timeout,
+        } => {
+            let sizes = match payload.as_str() {
+                "mixed" => Sizes::LogUniform(200, 20_000),
+                n => Sizes::Fixed(
+                    n.parse()
+                        .context("--payload takes `mixed` or a size in bytes")?,
+                ),
+            };
+            let opts = bench::BenchOptions {
+                shape: Shape {
+                    records: if quick { 5_000 } else { records },
+                    seed,
+                    sizes,
+                    malformed,
+                    invalid: 0,
+                    duplicate: duplicates,
+                    unknown_schema,
+                },
+                partitions,
+                bootstrap,
+                exe: std::env::current_exe()?,
+                timeout,
+                output_partitions,
+                brokers,
+            };
+            let report = bench::run(&opts, &mut std::io::stderr())?;
+            report.print(&mut std::io::stdout())?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Demo {
             records,
@@ -220,6 +390,34 @@ fn check_config(cfg: &Config) -> anyhow::Result<()> {
         println!("  kafka {k} = {shown}");
     }
     Ok(())
+}
+
+/// Stops the router once `n` records are settled (or the child timeout
+/// passes); the thread returns when that happened, `None` on timeout.
+fn stop_after(ctl: &RunControl, n: u64) -> std::thread::JoinHandle<Option<std::time::Instant>> {
+    let ctl = ctl.clone();
+    let deadline = std::time::Instant::now() + child_timeout();
+    std::thread::spawn(move || {
+        let done = loop {
+            if ctl.stats.records_settled() >= n {
+                break Some(std::time::Instant::now());
+            }
+            if std::time::Instant::now() >= deadline || ctl.shutdown.load(Ordering::Relaxed) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        ctl.shutdown.store(true, Ordering::Relaxed);
+        done
+    })
+}
+
+/// How long a benchmark child may run (`ENVELOPE_ROUTER_TIMEOUT_S`, set by `bench`).
+fn child_timeout() -> Duration {
+    std::env::var("ENVELOPE_ROUTER_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -6,4 +6,4 @@ pub mod ledger;
 pub mod router;
 pub mod state;
 
-pub use router::{run, RunControl};
+pub use router::{consumer_config, producer_config, run, RunControl};

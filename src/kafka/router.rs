@@ -93,14 +93,7 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         drain_timeout: cfg.shutdown_timeout,
     });
 
-    let mut pc = ClientConfig::new();
-    pc.set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000");
-    for (k, v) in cfg.client_properties(&cfg.kafka.producer) {
-        pc.set(k, v);
-    }
+    let pc = producer_config(cfg);
     let producer: Arc<BaseProducer<ProducerCtx>> = Arc::new(
         pc.create_with_context(ProducerCtx {
             shared: shared.clone(),
@@ -108,19 +101,7 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         .context("creating the producer")?,
     );
 
-    let mut cc = ClientConfig::new();
-    cc.set("group.id", &cfg.input.group_id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
-        cc.set(k, v);
-    }
-    // At-least-once depends on these: offsets are stored only once settled,
-    // and auto-commit commits what was stored. A config cannot change them.
-    cc.set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true");
+    let cc = consumer_config(cfg);
     let consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
@@ -170,6 +151,37 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     drop(consumer); // leaves the group (revoke callback commits once more)
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// The producer settings the router uses (the bench's bare relay uses the
+/// same): defaults, then the config's common and producer properties.
+pub fn producer_config(cfg: &Config) -> ClientConfig {
+    let mut pc = ClientConfig::new();
+    pc.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
+    for (k, v) in cfg.client_properties(&cfg.kafka.producer) {
+        pc.set(k, v);
+    }
+    pc
+}
+
+/// The consumer settings the router uses: defaults, then the config's
+/// common and consumer properties, then the two at-least-once depends on.
+pub fn consumer_config(cfg: &Config) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("group.id", &cfg.input.group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
+        cc.set(k, v);
+    }
+    // Offsets are stored only once settled, and auto-commit commits what was
+    // stored. A config cannot change these.
+    cc.set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true");
+    cc
 }
 
 /// An empty property map, for clients with no role-specific overrides.

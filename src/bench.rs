@@ -1,0 +1,441 @@
+//! `bench`: end-to-end throughput of the router against a bare relay on the
+//! same preloaded data, broker and client settings.
+//!
+//! 1. Generate the workload with the producer library and preload it
+//!    (sizing partitions so the mock cluster's ~5 MiB per-partition
+//!    retention drops nothing, then checking the watermarks).
+//! 2. Run the bare relay, then the router, each as a child process of this
+//!    binary; each reports its records, active time (first record to last
+//!    acknowledgement), CPU seconds and peak RSS.
+//! 3. Check the router's counts against what the generator sent, so a fast
+//!    wrong run cannot pass, and report both sides and their ratio.
+
+use crate::workload::{self, Expected, Shape, Sizes};
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Harness settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The traffic.
+    pub shape: Shape,
+    /// Input partitions (raised on the mock cluster if retention needs it).
+    pub partitions: i32,
+    /// External brokers; `None` runs the embedded mock cluster.
+    pub bootstrap: Option<String>,
+    /// This binary (children are started from it).
+    pub exe: PathBuf,
+    /// Longest a side may run.
+    pub timeout: Duration,
+    /// Partitions of each pre-created output topic (routed topics, dead
+    /// letters, the relay's topic).
+    pub output_partitions: i32,
+    /// Brokers of the embedded mock cluster (partition leaders spread over them).
+    pub brokers: i32,
+}
+
+/// What a child reports on stdout when it is done.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChildSummary {
+    /// Records read (router) or relayed (relay).
+    pub records: u64,
+    /// Record bytes read.
+    #[serde(default)]
+    pub bytes: u64,
+    /// From its first record to its last acknowledgement.
+    pub active_s: f64,
+    /// CPU seconds of the whole process (startup and group join included).
+    pub cpu_s: f64,
+    /// Peak resident memory.
+    pub peak_rss_bytes: u64,
+    /// Router only: records routed.
+    #[serde(default)]
+    pub routed: u64,
+    /// Router only: count per reason code.
+    #[serde(default)]
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// One side's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// Records.
+    pub records: u64,
+    /// Records per second of active time.
+    pub msgs_per_s: f64,
+    /// Input megabytes (10⁶) per second of active time.
+    pub mb_per_s: f64,
+    /// CPU seconds per million records.
+    pub cpu_s_per_million: f64,
+    /// Peak RSS, MiB.
+    pub peak_rss_mib: f64,
+    /// Active seconds.
+    pub active_s: f64,
+}
+
+/// The harness's result (also written as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// `mock` or the bootstrap servers.
+    pub broker: String,
+    /// Records in the workload.
+    pub records: u64,
+    /// Input bytes.
+    pub bytes: u64,
+    /// Input partitions.
+    pub partitions: i32,
+    /// Partitions of each output topic.
+    pub output_partitions: i32,
+    /// Payload sizes.
+    pub sizes: String,
+    /// Shares per 10 000: malformed, invalid, duplicate, unknown schema.
+    pub shares: [u64; 4],
+    /// The bare relay.
+    pub relay: Side,
+    /// The router.
+    pub router: Side,
+    /// Router throughput over relay throughput.
+    pub ratio: f64,
+    /// Correctness problems (empty when every record is accounted for).
+    pub mismatches: Vec<String>,
+    /// CPUs of this machine.
+    pub cpus: usize,
+}
+
+const MOCK_PARTITION_BUDGET: usize = 4 << 20;
+
+/// Runs the harness.
+pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<BenchReport> {
+    let run_id = format!("{}-{}", std::process::id(), opts.shape.seed);
+    let input = format!("bench.raw.{run_id}");
+    let mean = workload::mean_record_bytes(opts.shape.sizes);
+    let (cluster, bootstrap, partitions) = match &opts.bootstrap {
+        Some(b) => (None, b.clone(), opts.partitions),
+        None => {
+            let needed = (opts.shape.records * mean).div_ceil(MOCK_PARTITION_BUDGET) as i32;
+            let partitions = opts.partitions.max(needed);
+            let c = MockCluster::new(opts.brokers)?;
+            c.create_topic(&input, partitions, 1)?;
+            let b = c.bootstrap_servers();
+            (Some(c), b, partitions)
+        }
+    };
+    if cluster.is_none() {
+        create_topic(&bootstrap, &input, partitions)?;
+    }
+
+    let dir = std::env::temp_dir().join(format!("envelope-router-bench-{run_id}"));
+    std::fs::create_dir_all(&dir)?;
+    let registry = dir.join("schemas.yaml");
+    std::fs::write(&registry, workload::registry_yaml())?;
+    let config = dir.join("router.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&bootstrap, &input, &run_id, &registry, cluster.is_some()),
+    )?;
+
+    writeln!(
+        progress,
+        "preloading {} records into {partitions} partitions of {input} …",
+        opts.shape.records
+    )?;
+    let started = Instant::now();
+    let expected = preload(&bootstrap, &input, &opts.shape)?;
+    writeln!(
+        progress,
+        "  {} records, {:.1} MB in {:.1} s; watermarks checked",
+        expected.sent,
+        expected.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    )?;
+    check_preloaded(&bootstrap, &input, expected.sent)?;
+    // Output topics exist before a router starts, as in production (the mock
+    // cluster would otherwise auto-create each with 4 partitions).
+    let relay_topic = format!("bench.relay.{run_id}");
+    let dead_letters = format!("bench.dead-letter.{run_id}");
+    let outputs: Vec<&str> = expected
+        .topics
+        .keys()
+        .map(String::as_str)
+        .chain([relay_topic.as_str(), dead_letters.as_str()])
+        .collect();
+    for topic in &outputs {
+        match &cluster {
+            Some(c) => c.create_topic(topic, opts.output_partitions, 1)?,
+            None => create_topic(&bootstrap, topic, opts.output_partitions)?,
+        }
+    }
+
+    writeln!(progress, "bare relay …")?;
+    let relay = child(
+        opts,
+        &[
+            "relay",
+            "--config",
+            path(&config),
+            "--output",
+            &relay_topic,
+            "--group",
+            &format!("bench-relay-{run_id}"),
+            "--exit-after",
+            &expected.sent.to_string(),
+        ],
+    )?;
+    writeln!(
+        progress,
+        "  {:.0} records/s",
+        relay.records as f64 / relay.active_s.max(1e-9)
+    )?;
+    writeln!(progress, "router …")?;
+    let router = child(
+        opts,
+        &[
+            "run",
+            "--config",
+            path(&config),
+            "--exit-after-records",
+            &expected.sent.to_string(),
+            "--summary",
+        ],
+    )?;
+    writeln!(
+        progress,
+        "  {:.0} records/s",
+        router.records as f64 / router.active_s.max(1e-9)
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+
+    let side = |s: &ChildSummary| Side {
+        records: s.records,
+        msgs_per_s: s.records as f64 / s.active_s.max(1e-9),
+        mb_per_s: expected.bytes as f64 / s.active_s.max(1e-9) / 1e6,
+        cpu_s_per_million: s.cpu_s / (s.records.max(1) as f64 / 1e6),
+        peak_rss_mib: s.peak_rss_bytes as f64 / (1 << 20) as f64,
+        active_s: s.active_s,
+    };
+    let (relay_side, router_side) = (side(&relay), side(&router));
+    Ok(BenchReport {
+        broker: if opts.bootstrap.is_some() {
+            bootstrap
+        } else {
+            "mock".into()
+        },
+        records: expected.sent,
+        bytes: expected.bytes,
+        partitions,
+        output_partitions: opts.output_partitions,
+        sizes: match opts.shape.sizes {
+            Sizes::Fixed(n) => format!("fixed {n} B"),
+            Sizes::LogUniform(lo, hi) => format!("log-uniform {lo}–{hi} B"),
+        },
+        shares: [
+            opts.shape.malformed,
+            opts.shape.invalid,
+            opts.shape.duplicate,
+            opts.shape.unknown_schema,
+        ],
+        ratio: router_side.msgs_per_s / relay_side.msgs_per_s.max(1e-9),
+        relay: relay_side,
+        router: router_side,
+        mismatches: verify(&expected, &relay, &router),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn config_yaml(bootstrap: &str, input: &str, run_id: &str, registry: &Path, mock: bool) -> String {
+    format!(
+        r#"kafka:
+  bootstrap.servers: "{bootstrap}"
+input:
+  topics: ["{input}"]
+  group_id: "bench-router-{run_id}"
+output:
+  create_topics: {}
+dead_letter:
+  topic: "bench.dead-letter.{run_id}"
+schema:
+  mode: subject
+  subject_template: "{{category}}-v{{version}}"
+  registry:
+    file: "{}"
+metrics:
+  listen: "127.0.0.1:0"
+log:
+  level: warn
+shutdown_timeout: 10s
+{}"#,
+        if mock { "broker" } else { "admin" },
+        registry.display(),
+        workload::ROUTES_YAML
+    )
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for r in rt.block_on(admin.create_topics([&new], &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn preload(bootstrap: &str, topic: &str, shape: &Shape) -> anyhow::Result<Expected> {
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let f = failed.clone();
+    let producer = crate::producer::EnvelopeProducerBuilder::new(bootstrap, topic)
+        .set("linger.ms", "20")
+        .set("compression.type", "none")
+        .build(move |r| {
+            if r.result.is_err() {
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })?;
+    let expected = workload::generate(shape, &producer)?;
+    producer.flush(Duration::from_secs(60))?;
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} records could not be preloaded");
+    Ok(expected)
+}
+
+/// Every record is in the input and nothing was dropped by retention.
+fn check_preloaded(bootstrap: &str, topic: &str, expected: u64) -> anyhow::Result<()> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-check")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut total = 0;
+    for p in md
+        .topics()
+        .first()
+        .context("input topic missing")?
+        .partitions()
+    {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        anyhow::ensure!(
+            low == 0,
+            "partition {} dropped {low} records to retention: use more partitions",
+            p.id()
+        );
+        total += high - low;
+    }
+    anyhow::ensure!(
+        total as u64 == expected,
+        "input holds {total} records, {expected} were sent"
+    );
+    Ok(())
+}
+
+fn child(opts: &BenchOptions, args: &[&str]) -> anyhow::Result<ChildSummary> {
+    let out = Command::new(&opts.exe)
+        .args(args)
+        .env(
+            "ENVELOPE_ROUTER_TIMEOUT_S",
+            opts.timeout.as_secs().to_string(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {} {}", opts.exe.display(), args[0]))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} exited with {}",
+        args[0],
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().context("child printed no summary")?;
+    serde_json::from_str(line).with_context(|| format!("child summary {line:?}"))
+}
+
+fn verify(e: &Expected, relay: &ChildSummary, router: &ChildSummary) -> Vec<String> {
+    let mut bad = Vec::new();
+    if relay.records != e.sent {
+        bad.push(format!(
+            "relay acknowledged {} of {} records",
+            relay.records, e.sent
+        ));
+    }
+    if router.records != e.sent {
+        bad.push(format!(
+            "router read {} of {} records",
+            router.records, e.sent
+        ));
+    }
+    if router.routed != e.routed {
+        bad.push(format!(
+            "router routed {}, expected {}",
+            router.routed, e.routed
+        ));
+    }
+    for r in crate::pipeline::Reason::ALL {
+        let got = router.reasons.get(r.code()).copied().unwrap_or(0);
+        let want = e.reasons.get(&r).copied().unwrap_or(0);
+        if got != want {
+            bad.push(format!("{r}: {got}, expected {want}"));
+        }
+    }
+    bad
+}
+
+impl BenchReport {
+    /// Prints the human table.
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "\n{} records ({:.1} MB, {}), {} input partitions, {} per output topic, broker {}, {} CPUs",
+            self.records,
+            self.bytes as f64 / 1e6,
+            self.sizes,
+            self.partitions,
+            self.output_partitions,
+            self.broker,
+            self.cpus
+        )?;
+        writeln!(
+            out,
+            "shares per 10k: malformed {}, invalid {}, duplicate {}, unknown schema {}\n",
+            self.shares[0], self.shares[1], self.shares[2], self.shares[3]
+        )?;
+        writeln!(
+            out,
+            "{:<12} {:>12} {:>10} {:>16} {:>14}",
+            "", "records/s", "MB/s", "CPU s / M rec", "peak RSS MiB"
+        )?;
+        for (name, s) in [("bare relay", &self.relay), ("router", &self.router)] {
+            writeln!(
+                out,
+                "{name:<12} {:>12.0} {:>10.1} {:>16.2} {:>14.1}",
+                s.msgs_per_s, s.mb_per_s, s.cpu_s_per_million, s.peak_rss_mib
+            )?;
+        }
+        writeln!(out, "\nrouter / relay throughput: {:.2}", self.ratio)?;
+        if self.mismatches.is_empty() {
+            writeln!(out, "correctness: every record accounted for ✓")
+        } else {
+            writeln!(out, "correctness FAILED:")?;
+            self.mismatches
+                .iter()
+                .try_for_each(|m| writeln!(out, "  - {m}"))
+        }
+    }
+}
