@@ -12,8 +12,7 @@ use std::hint::black_box;
 
 const SIZES: [(&str, usize); 3] = [("200B", 200), ("1KB", 1024), ("20KB", 20 * 1024)];
 
-/// The seed's header: id, the four segments, version, schema id, event time.
-fn lean_header() -> ValidHeader {
+fn stream() -> HeaderBuilder {
     HeaderBuilder::new()
         .env("prod")
         .source("glutton")
@@ -21,20 +20,16 @@ fn lean_header() -> ValidHeader {
         .category("telemetry_match_event")
         .version(1)
         .schema_id(42)
-        .producer(None)
-        .build()
-        .expect("valid header")
+}
+
+/// The seed's header: id, the four segments, version, schema id, event time.
+fn lean_header() -> ValidHeader {
+    stream().producer(None).build().expect("valid header")
 }
 
 /// A rich header: producer, content type and two attributes on top.
 fn header() -> ValidHeader {
-    HeaderBuilder::new()
-        .env("prod")
-        .source("glutton")
-        .title("1234")
-        .category("telemetry_match_event")
-        .version(1)
-        .schema_id(42)
+    stream()
         .content_type("application/x-protobuf")
         .attribute("region", "eu-west-1")
         .attribute("build", "2026.11.3")
@@ -105,13 +100,7 @@ fn encode(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("build_header");
     group.throughput(Throughput::Elements(1));
-    let stream = HeaderBuilder::new()
-        .env("prod")
-        .source("glutton")
-        .title("1234")
-        .category("telemetry_match_event")
-        .version(1)
-        .schema_id(42);
+    let stream = stream();
     group.bench_function("build_with_uuid_v7_and_now", |b| {
         b.iter(|| black_box(stream.build().unwrap()))
     });

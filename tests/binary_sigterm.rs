@@ -15,14 +15,7 @@ fn sigterm_flushes_commits_and_exits_cleanly() {
     let kafka = cluster(2);
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
-    let inputs: Vec<Input> = (0..20)
-        .map(|i| {
-            Input::envelope(
-                &stream("prod", "glutton", "match", 1).build().unwrap(),
-                &[i as u8; 128],
-            )
-        })
-        .collect();
+    let inputs = match_inputs(20, 128);
     produce(&bootstrap, "raw", &inputs);
 
     let dir = std::env::temp_dir().join(format!("er-sigterm-{}", std::process::id()));

@@ -155,23 +155,13 @@ fn restart_on_the_same_group_neither_loses_nor_republishes() {
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
     let cfg = config(&bootstrap, "restart", &registry.url, "");
-    let make = |n: usize| -> Vec<Input> {
-        (0..n)
-            .map(|i| {
-                Input::envelope(
-                    &stream("prod", "glutton", "match", 1).build().unwrap(),
-                    &[i as u8; 100],
-                )
-            })
-            .collect()
-    };
-    let first = make(60);
+    let first = match_inputs(60, 100);
     produce(&bootstrap, "raw", &first);
     let router = RunningRouter::start(&cfg);
     router.wait_settled(60, Duration::from_secs(30));
     router.stop(); // graceful: drains and commits
 
-    let second = make(40);
+    let second = match_inputs(40, 100);
     produce(&bootstrap, "raw", &second);
     let router = RunningRouter::start(&cfg);
     router.wait_settled(40, Duration::from_secs(30));
@@ -205,14 +195,7 @@ fn registry_outage_pauses_then_resumes_with_nothing_lost_or_dead_lettered() {
     let registry = TestRegistry::start(&[(1, &[])]);
     registry.health.store(DOWN, Ordering::Relaxed);
     let cfg = config(&bootstrap, "outage", &registry.url, "");
-    let inputs: Vec<Input> = (0..30)
-        .map(|i| {
-            Input::envelope(
-                &stream("prod", "glutton", "match", 1).build().unwrap(),
-                &[i as u8; 64],
-            )
-        })
-        .collect();
+    let inputs = match_inputs(30, 64);
     produce(&bootstrap, "raw", &inputs);
 
     let router = RunningRouter::start(&cfg);
@@ -266,14 +249,7 @@ fn failed_produces_are_retried_not_dropped() {
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
     let cfg = config(&bootstrap, "retry", &registry.url, "");
-    let inputs: Vec<Input> = (0..10)
-        .map(|i| {
-            Input::envelope(
-                &stream("prod", "glutton", "match", 1).build().unwrap(),
-                &[i as u8; 64],
-            )
-        })
-        .collect();
+    let inputs = match_inputs(10, 64);
     produce(&bootstrap, "raw", &inputs);
     // From now on the broker refuses the next produce requests for good:
     // librdkafka reports them failed and the router must send them again.

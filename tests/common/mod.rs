@@ -200,6 +200,19 @@ pub fn stream(env: &str, source: &str, category: &str, schema_id: u32) -> Header
         .schema_id(schema_id)
 }
 
+/// `n` distinct envelopes of stream prod/glutton/1234/match-v1 (schema 1),
+/// each with a `len`-byte payload.
+pub fn match_inputs(n: usize, len: usize) -> Vec<Input> {
+    (0..n)
+        .map(|i| {
+            Input::envelope(
+                &stream("prod", "glutton", "match", 1).build().unwrap(),
+                &vec![i as u8; len],
+            )
+        })
+        .collect()
+}
+
 /// A raw record to produce.
 pub struct Input {
     pub key: Vec<u8>,
