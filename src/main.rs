@@ -90,6 +90,15 @@ enum Command {
         /// Longest either side may run.
         #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Also measure latency, at half the router throughput just measured.
+        #[arg(long)]
+        latency: bool,
+        /// Measure latency at this rate (records/s) instead.
+        #[arg(long)]
+        latency_rate: Option<u64>,
+        /// How long the latency run offers load.
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u64,
     },
     /// Run the whole pipeline on an embedded mock Kafka cluster and print a report.
     Demo {
@@ -247,6 +256,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             quick,
             seed,
             timeout,
+            latency,
+            latency_rate,
+            latency_seconds,
         } => {
             let sizes = match payload.as_str() {
                 "mixed" => Sizes::LogUniform(200, 20_000),
@@ -272,7 +284,24 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 output_partitions,
                 brokers,
             };
-            let report = bench::run(&opts, &mut std::io::stderr())?;
+            let mut report = bench::run(&opts, &mut std::io::stderr())?;
+            if latency || latency_rate.is_some() {
+                let rate = latency_rate
+                    .unwrap_or((report.router.msgs_per_s / 2.0) as u64)
+                    .max(1);
+                let payload = match sizes {
+                    Sizes::Fixed(n) => n,
+                    Sizes::LogUniform(..) => 1024,
+                };
+                let (router, relay) = bench::latency(
+                    &opts,
+                    rate,
+                    latency_seconds,
+                    payload,
+                    &mut std::io::stderr(),
+                )?;
+                report.latency = Some(bench::LatencyReport { router, relay });
+            }
             report.print(&mut std::io::stdout())?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

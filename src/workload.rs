@@ -127,7 +127,7 @@ const CATEGORIES: &[&str] = &[
 ];
 
 /// Registered schema ids: `category index * 10 + version`.
-fn schema_id(category: &str, version: u32) -> u32 {
+pub fn schema_id(category: &str, version: u32) -> u32 {
     let c = CATEGORIES.iter().position(|c| *c == category).unwrap_or(0) as u32;
     c * 10 + version
 }
