@@ -173,6 +173,9 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("group.id", &cfg.input.group_id)
         .set("auto.offset.reset", "earliest")
+        // Settled work is committed within a second: what a crash or a
+        // rebalance can make the next owner read again stays small.
+        .set("auto.commit.interval.ms", "1000")
         .set("statistics.interval.ms", "5000");
     for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
         cc.set(k, v);
