@@ -271,35 +271,14 @@ fn config_yaml(bootstrap: &str, input: &str, run_id: &str, registry: &Path, mock
     // The mock cluster answers a waiting fetch only when fetch.wait.max.ms
     // runs out, not when data arrives (a real broker answers at once), so
     // its consumers poll with a short wait; applied to relay and router alike.
-    let consumer = if mock {
-        "\n  consumer: { fetch.wait.max.ms: 5 }"
-    } else {
-        ""
-    };
-    format!(
-        r#"kafka:
-  bootstrap.servers: "{bootstrap}"{consumer}
-input:
-  topics: ["{input}"]
-  group_id: "bench-router-{run_id}"
-output:
-  create_topics: {}
-dead_letter:
-  topic: "bench.dead-letter.{run_id}"
-schema:
-  mode: subject
-  subject_template: "{{category}}-v{{version}}"
-  registry:
-    file: "{}"
-metrics:
-  listen: "127.0.0.1:0"
-log:
-  level: warn
-shutdown_timeout: 10s
-{}"#,
+    workload::router_config(
+        bootstrap,
+        input,
+        &format!("bench-router-{run_id}"),
+        &format!("bench.dead-letter.{run_id}"),
+        registry,
         if mock { "broker" } else { "admin" },
-        registry.display(),
-        workload::ROUTES_YAML
+        mock.then_some("fetch.wait.max.ms: 5"),
     )
 }
 

@@ -60,35 +60,6 @@ pub struct DemoReport {
     pub mismatches: Vec<String>,
 }
 
-fn config_yaml(bootstrap: &str, registry: &std::path::Path) -> String {
-    format!(
-        r#"
-kafka:
-  bootstrap.servers: "{bootstrap}"
-input:
-  topics: [raw.events]
-  group_id: envelope-router-demo
-output:
-  create_topics: broker
-dead_letter:
-  topic: envelope-router.dead-letter
-schema:
-  mode: subject
-  subject_template: "{{category}}-v{{version}}"
-  registry:
-    file: "{}"
-{}
-log:
-  level: warn
-metrics:
-  listen: "127.0.0.1:0"
-shutdown_timeout: 10s
-"#,
-        registry.display(),
-        workload::ROUTES_YAML
-    )
-}
-
 /// Runs the demo and returns its report (the table is printed by the caller
 /// through [`DemoReport::print`]).
 pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Result<DemoReport> {
@@ -101,11 +72,18 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
     std::fs::create_dir_all(&dir)?;
     let registry = dir.join("schemas.yaml");
     std::fs::write(&registry, workload::registry_yaml())?;
-    let cfg = Config::from_yaml(
-        &config_yaml(&bootstrap, &registry),
-        std::path::Path::new("<demo>"),
-        |v| std::env::var(v).ok(),
-    )?;
+    let yaml = workload::router_config(
+        &bootstrap,
+        "raw.events",
+        "envelope-router-demo",
+        "envelope-router.dead-letter",
+        &registry,
+        "broker",
+        None,
+    );
+    let cfg = Config::from_yaml(&yaml, std::path::Path::new("<demo>"), |v| {
+        std::env::var(v).ok()
+    })?;
 
     let ctl = RunControl::default();
     let router = {

@@ -84,6 +84,44 @@ pub const ROUTES_YAML: &str = r#"routes:
 default_route: dead_letter
 "#;
 
+/// Router config for this workload (file registry in `subject` mode,
+/// [`ROUTES_YAML`]), shared by the demo and the benchmark harness.
+/// `consumer` adds librdkafka consumer properties as a YAML flow map body.
+pub fn router_config(
+    bootstrap: &str,
+    input: &str,
+    group: &str,
+    dead_letters: &str,
+    registry: &std::path::Path,
+    create_topics: &str,
+    consumer: Option<&str>,
+) -> String {
+    let consumer = consumer.map_or(String::new(), |c| format!("\n  consumer: {{ {c} }}"));
+    format!(
+        r#"kafka:
+  bootstrap.servers: "{bootstrap}"{consumer}
+input:
+  topics: ["{input}"]
+  group_id: "{group}"
+output:
+  create_topics: {create_topics}
+dead_letter:
+  topic: "{dead_letters}"
+schema:
+  mode: subject
+  subject_template: "{{category}}-v{{version}}"
+  registry:
+    file: "{}"
+metrics:
+  listen: "127.0.0.1:0"
+log:
+  level: warn
+shutdown_timeout: 10s
+{ROUTES_YAML}"#,
+        registry.display()
+    )
+}
+
 /// A tiny deterministic generator (xorshift64*): repeatable traffic, no
 /// statistical claims.
 pub struct Rng(u64);

@@ -422,6 +422,9 @@ impl<'c> Loop<'c, '_> {
     /// Sends failed produces again once their backoff has passed; their
     /// input partitions stay paused until nothing is left to retry.
     fn resend_due(&mut self) {
+        if self.paused.is_empty() && self.shared.lock().retries.is_empty() {
+            return; // the common case: nothing failed, nothing waits
+        }
         let now = Instant::now();
         let (due, waiting): (Vec<_>, Vec<_>) = {
             let mut state = self.shared.lock();

@@ -10,7 +10,7 @@
 //! once per distinct stream and cached; a cache hit costs one hash and no
 //! allocation.
 
-use super::template::{Template, TemplateError, CANONICAL_TOPIC};
+use super::template::{Template, TemplateError};
 use crate::envelope::{HeaderFields, MAX_TOPIC_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -428,15 +428,11 @@ impl Routes {
     }
 }
 
-/// The default topic template, for configs that do not set one.
-pub fn canonical_template() -> String {
-    CANONICAL_TOPIC.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::proto::Header;
+    use crate::pipeline::template::CANONICAL_TOPIC;
 
     fn h(env: &str, source: &str, category: &str, version: u32) -> Header {
         Header {
