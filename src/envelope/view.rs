@@ -341,6 +341,69 @@ fn read_header<'a, E: Fail>(
     h: &mut PartialHeader<'a>,
     depth: u32,
 ) -> Result<(), E> {
+    read_canonical_prefix(c, h)?;
+    read_header_fields(c, h, depth)
+}
+
+/// Encoders write fields in number order: take fields 1..=10 in that order
+/// with straight-line code (one byte compare each), and stop at the first
+/// field that is not next in line; [`read_header_fields`] reads the rest.
+/// Each field is handled exactly as the general loop would, so the result
+/// is the same for any input.
+#[inline(always)]
+fn read_canonical_prefix<'a, E: Fail>(
+    c: &mut Cursor<'a>,
+    h: &mut PartialHeader<'a>,
+) -> Result<(), E> {
+    if !c.eat(keys::LEN_1 as u8) {
+        return Ok(());
+    }
+    h.message_id = Some(c.length_delimited()?);
+    if !c.eat(keys::LEN_2 as u8) {
+        return Ok(());
+    }
+    h.env = Some(string(c, "header.env")?);
+    if !c.eat(keys::LEN_3 as u8) {
+        return Ok(());
+    }
+    h.source = Some(string(c, "header.source")?);
+    if !c.eat(keys::LEN_4 as u8) {
+        return Ok(());
+    }
+    h.title = Some(string(c, "header.title")?);
+    if !c.eat(keys::LEN_5 as u8) {
+        return Ok(());
+    }
+    h.category = Some(string(c, "header.category")?);
+    if !c.eat(keys::VARINT_6 as u8) {
+        return Ok(());
+    }
+    h.version = Some(c.varint()? as u32);
+    if !c.eat(keys::VARINT_7 as u8) {
+        return Ok(());
+    }
+    h.schema_id = Some(c.varint()? as u32);
+    if !c.eat(keys::VARINT_8 as u8) {
+        return Ok(());
+    }
+    h.event_time_ms = Some(c.varint()? as i64);
+    if !c.eat(keys::LEN_9 as u8) {
+        return Ok(());
+    }
+    h.producer = Some(string(c, "header.producer")?);
+    if c.eat(keys::LEN_10 as u8) {
+        h.content_type = Some(string(c, "header.content_type")?);
+    }
+    Ok(())
+}
+
+/// Reads header fields in any order, by protobuf's rules.
+#[inline(always)]
+fn read_header_fields<'a, E: Fail>(
+    c: &mut Cursor<'a>,
+    h: &mut PartialHeader<'a>,
+    depth: u32,
+) -> Result<(), E> {
     while c.has_remaining() {
         let at = c.rest();
         match c.varint()? {

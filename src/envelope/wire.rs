@@ -181,6 +181,18 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Consumes `key` if it is the next byte (a one-byte field key).
+    #[inline(always)]
+    pub(crate) fn eat(&mut self, key: u8) -> bool {
+        match self.rest {
+            [b, tail @ ..] if *b == key => {
+                self.rest = tail;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The unread bytes (to remember a position for error offsets).
     #[inline(always)]
     pub(crate) fn rest(&self) -> &'a [u8] {
