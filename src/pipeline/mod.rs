@@ -3,6 +3,7 @@
 //! The Kafka edge (`crate::kafka`) feeds records in and acts on verdicts.
 
 pub mod dedup;
+pub mod fptable;
 pub mod reason;
 pub mod route;
 pub mod schema;
