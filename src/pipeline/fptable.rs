@@ -42,22 +42,25 @@ impl FingerprintTable {
         self.slots.len() - 1
     }
 
-    /// Whether `fp` is held.
+    /// The slot holding `fp` (`true`), or the empty slot ending its probe
+    /// run (`false`). The table is never full (load ≤ 3/4), so this ends.
     #[inline]
-    pub fn contains(&self, fp: u64) -> bool {
-        if self.slots.is_empty() {
-            return false;
-        }
-        let fp = nonzero(fp);
+    fn probe(&self, fp: u64) -> (usize, bool) {
         let mask = self.mask();
         let mut i = fp as usize & mask;
         loop {
             match self.slots[i] {
-                0 => return false,
-                s if s == fp => return true,
+                0 => return (i, false),
+                s if s == fp => return (i, true),
                 _ => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// Whether `fp` is held.
+    #[inline]
+    pub fn contains(&self, fp: u64) -> bool {
+        !self.slots.is_empty() && self.probe(nonzero(fp)).1
     }
 
     /// Adds `fp`; false if it was already held.
@@ -68,17 +71,12 @@ impl FingerprintTable {
             self.grow();
         }
         let fp = nonzero(fp);
-        let mask = self.mask();
-        let mut i = fp as usize & mask;
-        loop {
-            match self.slots[i] {
-                0 => {
-                    self.slots[i] = fp;
-                    self.len += 1;
-                    return true;
-                }
-                s if s == fp => return false,
-                _ => i = (i + 1) & mask,
+        match self.probe(fp) {
+            (_, true) => false,
+            (i, false) => {
+                self.slots[i] = fp;
+                self.len += 1;
+                true
             }
         }
     }
@@ -89,16 +87,11 @@ impl FingerprintTable {
         if self.slots.is_empty() {
             return false;
         }
-        let fp = nonzero(fp);
-        let mask = self.mask();
-        let mut i = fp as usize & mask;
-        loop {
-            match self.slots[i] {
-                0 => return false,
-                s if s == fp => break,
-                _ => i = (i + 1) & mask,
-            }
+        let (i, found) = self.probe(nonzero(fp));
+        if !found {
+            return false;
         }
+        let mask = self.mask();
         let mut hole = i;
         let mut j = i;
         loop {
