@@ -51,7 +51,11 @@ impl ProducerContext for ProducerCtx {
         match result {
             Ok(m) => {
                 self.shared.stats.published(m.topic());
-                let settled = self.shared.lock().settle(opaque);
+                let settled = {
+                    let mut state = self.shared.lock();
+                    state.delivered(opaque, m.topic());
+                    state.settle(opaque)
+                };
                 if let Some(s) = settled {
                     let event_age = s.event_time_ms.map(|t| unix_ms() - t);
                     self.shared
@@ -73,14 +77,7 @@ impl ProducerCtx {
         if !state.is_current(opaque) {
             return; // revoked meanwhile: the next owner reads the record again
         }
-        let attempts = state
-            .retries
-            .iter()
-            .filter(|r| r.opaque == opaque)
-            .map(|r| r.attempts)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let attempts = state.failed_attempt(opaque, m.topic());
         tracing::warn!(topic = m.topic(), error = %e, attempts, "produce failed; the record will be sent again and its input partition waits");
         state.retries.push(Retry {
             opaque,

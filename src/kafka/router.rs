@@ -402,7 +402,9 @@ impl<'c> Loop<'c, '_> {
                 Err((e, r)) => {
                     self.shared.stats.delivery_error(r.topic, &e.to_string());
                     tracing::warn!(topic = r.topic, error = %e, "produce refused; will retry");
-                    self.shared.lock().retries.push(super::state::Retry {
+                    let mut state = self.shared.lock();
+                    let attempts = state.failed_attempt(r.delivery_opaque, r.topic);
+                    state.retries.push(super::state::Retry {
                         opaque: r.delivery_opaque,
                         topic: r.topic.to_owned(),
                         key: r.key.map(<[u8]>::to_vec),
@@ -410,8 +412,8 @@ impl<'c> Loop<'c, '_> {
                         headers: r.headers,
                         timestamp: r.timestamp,
                         error: e.to_string(),
-                        attempts: 1,
-                        due: Instant::now() + super::context::backoff(1),
+                        attempts,
+                        due: Instant::now() + super::context::backoff(attempts),
                     });
                     return;
                 }
@@ -426,19 +428,20 @@ impl<'c> Loop<'c, '_> {
             return; // the common case: nothing failed, nothing waits
         }
         let now = Instant::now();
-        let (due, waiting): (Vec<_>, Vec<_>) = {
+        // Partitions with any record still to resend (due now or later)
+        // stay paused; the due ones are sent below.
+        let (due, stalled): (Vec<_>, HashSet<(String, i32)>) = {
             let mut state = self.shared.lock();
-            let all = std::mem::take(&mut state.retries);
-            all.into_iter().partition(|r| r.due <= now)
-        };
-        let stalled: HashSet<(String, i32)> = {
-            let mut state = self.shared.lock();
-            state.retries.extend(waiting);
-            state
+            let stalled = state
                 .retries
                 .iter()
                 .filter_map(|r| partition_of(&state, r.opaque))
-                .collect()
+                .collect();
+            let (due, waiting) = std::mem::take(&mut state.retries)
+                .into_iter()
+                .partition(|r| r.due <= now);
+            state.retries = waiting;
+            (due, stalled)
         };
         for r in due {
             let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&r.topic, r.opaque)

@@ -4,6 +4,7 @@
 use super::ledger::{Ledger, Settled};
 use crate::pipeline::dedup::DedupWindow;
 use rdkafka::message::OwnedHeaders;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +52,9 @@ pub struct RouterState {
     next_epoch: u16,
     /// Failed produces waiting to be sent again.
     pub retries: Vec<Retry>,
+    /// Failed sends so far per (delivery opaque, output topic); kept apart
+    /// from `retries`, whose entries leave the list when they are resent.
+    attempts: HashMap<(usize, String), u32>,
 }
 
 /// Packs `(slot, epoch, seq)` into librdkafka's per-message opaque pointer
@@ -94,9 +98,12 @@ impl RouterState {
     /// forgets its pending retries: the next owner reads those records again.
     pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
         let state = self.slots.get_mut(slot)?.take()?;
-        self.retries.retain(|r| {
-            decode_opaque(r.opaque).0 != slot || decode_opaque(r.opaque).1 != state.epoch
-        });
+        let ours = |opaque: usize| {
+            let (s, e, _) = decode_opaque(opaque);
+            s == slot && e == state.epoch
+        };
+        self.retries.retain(|r| !ours(r.opaque));
+        self.attempts.retain(|(opaque, _), _| !ours(*opaque));
         Some(state)
     }
 
@@ -148,6 +155,22 @@ impl RouterState {
         p.ledger.settle(widen(p.ledger_base(), seq32))
     }
 
+    /// Counts one more failed send of a record to `topic`; returns the count
+    /// (for the backoff).
+    pub fn failed_attempt(&mut self, opaque: usize, topic: &str) -> u32 {
+        let n = self.attempts.entry((opaque, topic.to_owned())).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// A send was acknowledged: forget its earlier failures.
+    #[inline]
+    pub fn delivered(&mut self, opaque: usize, topic: &str) {
+        if !self.attempts.is_empty() {
+            self.attempts.remove(&(opaque, topic.to_owned()));
+        }
+    }
+
     /// Whether a delivery opaque belongs to a live assignment.
     pub fn is_current(&self, opaque: usize) -> bool {
         let (slot, epoch, _) = decode_opaque(opaque);
@@ -185,6 +208,21 @@ mod tests {
         assert_eq!(decode_opaque(o), (3, 7, 5));
         assert_eq!(widen((1u64 << 32) + 2, 5), (1u64 << 32) + 5);
         assert_eq!(widen(u32::MAX as u64, 1), (1u64 << 32) + 1);
+    }
+
+    #[test]
+    fn failed_attempts_count_up_until_delivered_or_revoked() {
+        let mut s = RouterState::default();
+        let slot = s.assign("raw", 0);
+        let epoch = s.get(slot).unwrap().epoch;
+        let o = encode_opaque(slot, epoch, 0);
+        assert_eq!(s.failed_attempt(o, "a"), 1);
+        assert_eq!(s.failed_attempt(o, "a"), 2, "counts survive the resend");
+        assert_eq!(s.failed_attempt(o, "b"), 1, "per output topic (fan-out)");
+        s.delivered(o, "a");
+        assert_eq!(s.failed_attempt(o, "a"), 1, "forgotten once delivered");
+        s.revoke(slot);
+        assert!(s.attempts.is_empty(), "forgotten on revoke");
     }
 
     #[test]
