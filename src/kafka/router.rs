@@ -114,7 +114,7 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     let admin = match cfg.output.create_topics {
         TopicCreation::Admin => {
             let mut ac = ClientConfig::new();
-            for (k, v) in cfg.client_properties(&BTreeMapEmpty::default().0) {
+            for (k, v) in cfg.client_properties(&Default::default()) {
                 ac.set(k, v);
             }
             Some(Arc::new(
@@ -187,10 +187,6 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     cc
 }
 
-/// An empty property map, for clients with no role-specific overrides.
-#[derive(Default)]
-struct BTreeMapEmpty(std::collections::BTreeMap<String, crate::config::Property>);
-
 /// Records of one partition waiting, in order, for a schema id.
 struct Backlog<'c> {
     schema_id: u32,
@@ -256,12 +252,7 @@ impl<'c> Loop<'c, '_> {
 
     /// A fresh record: process it, or queue it behind its partition's backlog.
     fn handle(&mut self, m: BorrowedMessage<'c>) {
-        let found = {
-            let state = self.shared.lock();
-            state
-                .find(m.topic(), m.partition())
-                .map(|slot| (slot, epoch_of(&state, slot)))
-        };
+        let found = self.shared.lock().key_of(m.topic(), m.partition());
         let Some(key) = found else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
@@ -295,6 +286,11 @@ impl<'c> Loop<'c, '_> {
                 queue: VecDeque::from([m]),
             },
         );
+        self.request_schema(id);
+    }
+
+    /// Has the resolver fetch `id` and report it on `self.resolved`.
+    fn request_schema(&self, id: u32) {
         let tx = self.resolved.0.clone();
         self.resolver.resolve(id, move |id| {
             let _ = tx.send(id);
@@ -487,10 +483,8 @@ impl<'c> Loop<'c, '_> {
     }
 
     fn is_waiting_on_schema(&self, (topic, partition): &(String, i32)) -> bool {
-        let state = self.shared.lock();
-        state
-            .find(topic, *partition)
-            .is_some_and(|slot| self.backlogs.contains_key(&(slot, epoch_of(&state, slot))))
+        let key = self.shared.lock().key_of(topic, *partition);
+        key.is_some_and(|key| self.backlogs.contains_key(&key))
     }
 
     /// Processes the backlogs of partitions whose schema id is now cached.
@@ -515,10 +509,7 @@ impl<'c> Loop<'c, '_> {
                     backlog.queue.push_front(m);
                     backlog.schema_id = id;
                     backlog.since = Instant::now();
-                    let tx = self.resolved.0.clone();
-                    self.resolver.resolve(id, move |id| {
-                        let _ = tx.send(id);
-                    });
+                    self.request_schema(id);
                     break;
                 }
             }
@@ -677,10 +668,6 @@ impl<'c> Loop<'c, '_> {
         }
         let _ = self.producer.flush(Duration::from_secs(1));
     }
-}
-
-fn epoch_of(state: &RouterState, slot: usize) -> u16 {
-    state.get(slot).map_or(0, |p| p.epoch)
 }
 
 fn partition_of(state: &RouterState, opaque: usize) -> Option<(String, i32)> {

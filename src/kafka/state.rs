@@ -116,6 +116,13 @@ impl RouterState {
         })
     }
 
+    /// `(slot, epoch)` of an assigned partition: identifies this assignment.
+    #[inline]
+    pub fn key_of(&self, topic: &str, partition: i32) -> Option<(usize, u16)> {
+        let slot = self.find(topic, partition)?;
+        Some((slot, self.get(slot)?.epoch))
+    }
+
     /// The state in a slot.
     #[inline]
     pub fn get(&self, slot: usize) -> Option<&PartitionState> {
