@@ -7,6 +7,7 @@
 //! - Statistics: consumer lag per partition.
 
 use super::state::{Retry, RouterState};
+use super::throttle::LogThrottle;
 use crate::stats::Stats;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -26,6 +27,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// How long a revoke may wait for in-flight deliveries.
     pub drain_timeout: Duration,
+    /// Limits per-record failure logs to one line per topic every 5 s.
+    pub failure_log: LogThrottle,
 }
 
 impl Shared {
@@ -78,7 +81,9 @@ impl ProducerCtx {
             return; // revoked meanwhile: the next owner reads the record again
         }
         let attempts = state.failed_attempt(opaque, m.topic());
-        tracing::warn!(topic = m.topic(), error = %e, attempts, "produce failed; the record will be sent again and its input partition waits");
+        if let Some(similar) = self.shared.failure_log.hit(m.topic()) {
+            tracing::warn!(topic = m.topic(), error = %e, attempts, similar, "produce failed; the record will be sent again and its input partition waits");
+        }
         state.retries.push(Retry {
             opaque,
             topic: m.topic().to_owned(),

@@ -5,5 +5,6 @@ pub mod context;
 pub mod ledger;
 pub mod router;
 pub mod state;
+pub mod throttle;
 
 pub use router::{consumer_config, producer_config, run, RunControl};

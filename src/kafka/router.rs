@@ -91,6 +91,7 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         state: Default::default(),
         stats: stats.clone(),
         drain_timeout: cfg.shutdown_timeout,
+        failure_log: super::throttle::LogThrottle::new(Duration::from_secs(5)),
     });
 
     let pc = producer_config(cfg);
@@ -397,7 +398,9 @@ impl<'c> Loop<'c, '_> {
                 }
                 Err((e, r)) => {
                     self.shared.stats.delivery_error(r.topic, &e.to_string());
-                    tracing::warn!(topic = r.topic, error = %e, "produce refused; will retry");
+                    if let Some(similar) = self.shared.failure_log.hit(r.topic) {
+                        tracing::warn!(topic = r.topic, error = %e, similar, "produce refused; the record will be sent again and its input partition waits");
+                    }
                     let mut state = self.shared.lock();
                     let attempts = state.failed_attempt(r.delivery_opaque, r.topic);
                     state.retries.push(super::state::Retry {

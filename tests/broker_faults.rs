@@ -1,0 +1,244 @@
+//! Broker faults injected into librdkafka's mock cluster while the router
+//! runs: partition leaders move, one broker answers slower than the request
+//! timeout, produce and commit requests fail. The router must retry, and a
+//! committed offset must never run ahead of what is published.
+
+mod common;
+
+use common::*;
+use envelope_router::config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const OUT: &str = "prod.glutton.1234.match-v1";
+const RECORDS: usize = 3000;
+const PARTITIONS: i32 = 4;
+
+fn fault_config(bootstrap: &str, registry: &str) -> Config {
+    let yaml = format!(
+        r#"
+kafka:
+  bootstrap.servers: "{bootstrap}"
+  # The mock cluster does not tell a fetcher that a leader moved; a client
+  # finds out from its next metadata refresh (5 min by default).
+  topic.metadata.refresh.interval.ms: 1000
+  consumer: {{ session.timeout.ms: 6000 }}
+  producer:
+    request.timeout.ms: 1000   # the slow broker below answers after 1.5 s
+    message.timeout.ms: 3000   # give up early, so the router's own retry runs
+    retry.backoff.ms: 50
+input: {{ topics: [raw], group_id: faults }}
+output: {{ create_topics: none }}
+dead_letter: {{ topic: dlq }}
+schema:
+  registry: {{ url: "{registry}", timeout: 500ms }}
+shutdown_timeout: 10s
+"#
+    );
+    Config::from_yaml(&yaml, std::path::Path::new("faults.yaml"), |_| None).unwrap()
+}
+
+/// (partition, offset) → key of every record in `topic`.
+fn positions(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "positions")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = HashMap::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_millis(500) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            out.insert((m.partition(), m.offset()), m.key().unwrap().to_vec());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// The group's committed offsets on `raw`.
+fn committed(bootstrap: &str) -> HashMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "faults")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition("raw", p);
+    }
+    let got = match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(got) => got,
+        Err(e) => {
+            eprintln!("committed offsets unavailable: {e}");
+            return HashMap::new();
+        }
+    };
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Keys of every record in `topic` up to its high watermarks as of now
+/// (read to those offsets, however slow the brokers are).
+fn keys(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "keys")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, hi) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if hi > 0 {
+            ends.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "{topic} not read to its end");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            let end = ends.get(&m.partition()).copied().unwrap_or(0);
+            if m.offset() < end {
+                out.push(m.key().unwrap().to_vec());
+            }
+            if m.offset() + 1 >= end {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "envelope_router=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let kafka = MockCluster::new(3).unwrap();
+    kafka.create_topic("raw", PARTITIONS, 3).unwrap();
+    kafka.create_topic("dlq", 1, 3).unwrap();
+    kafka.create_topic(OUT, 2, 3).unwrap();
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    let inputs = match_inputs(RECORDS, 64);
+    let router = RunningRouter::start(&fault_config(&bootstrap, &registry.url));
+    // Feed the stream in slices while faults come and go.
+    let mut samples = Vec::new();
+    for (round, slice) in inputs.chunks(RECORDS / 6).enumerate() {
+        produce(&bootstrap, "raw", slice);
+        let broker = (round % 3) as i32 + 1;
+        for p in 0..2 {
+            kafka.partition_leader(OUT, p, Some(broker)).unwrap();
+        }
+        for p in 0..PARTITIONS {
+            kafka
+                .partition_leader("raw", p, Some((broker + p) % 3 + 1))
+                .unwrap();
+        }
+        match round {
+            1 => kafka.request_errors(
+                RDKafkaApiKey::Produce,
+                &[
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                ],
+            ),
+            2 => kafka
+                .broker_round_trip_time(broker, Duration::from_millis(1500))
+                .unwrap(),
+            3 => {
+                kafka.broker_round_trip_time(2, Duration::ZERO).unwrap();
+                kafka.broker_round_trip_time(3, Duration::ZERO).unwrap();
+                kafka.request_errors(
+                    RDKafkaApiKey::OffsetCommit,
+                    &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
+                )
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        // What is committed now must already be in the output topic.
+        let commit = committed(&bootstrap);
+        samples.push((commit, keys(&bootstrap, OUT)));
+    }
+    for b in 1..=3 {
+        kafka.broker_round_trip_time(b, Duration::ZERO).unwrap();
+    }
+    router.wait_settled(RECORDS as u64, Duration::from_secs(60));
+    let delivery_errors = router.ctl.stats.delivery_errors();
+    router.ctl.shutdown.store(true, Ordering::Relaxed);
+    router.stop();
+
+    let input = positions(&bootstrap, "raw");
+    assert_eq!(input.len(), RECORDS);
+    let mut checked = 0;
+    for (commit, out) in &samples {
+        let out: HashSet<&Vec<u8>> = out.iter().collect();
+        for (&(p, o), key) in &input {
+            if commit.get(&p).is_some_and(|&c| o < c) {
+                assert!(
+                    out.contains(key),
+                    "offset {o} of raw/{p} was committed (at {}) before its record was published",
+                    commit[&p]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no commit was sampled during the faults");
+
+    let out = keys(&bootstrap, OUT);
+    let unique: HashSet<&Vec<u8>> = out.iter().collect();
+    let want: HashSet<&Vec<u8>> = input.values().collect();
+    assert_eq!(unique, want, "every record published, nothing else");
+    let final_commit = committed(&bootstrap);
+    assert_eq!(
+        final_commit.values().sum::<i64>(),
+        RECORDS as i64,
+        "the whole input committed at the end"
+    );
+    assert!(
+        delivery_errors > 0,
+        "the injected errors reached the router's retry path"
+    );
+    eprintln!(
+        "records {RECORDS}, published {} ({} duplicates), delivery errors {delivery_errors}, commit checks {checked}",
+        out.len(),
+        out.len() - unique.len()
+    );
+}
