@@ -242,3 +242,49 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
         out.len() - unique.len()
     );
 }
+
+#[test]
+fn every_broker_down_mid_stream_then_back_loses_nothing() {
+    let kafka = MockCluster::new(3).unwrap();
+    kafka.create_topic("raw", PARTITIONS, 3).unwrap();
+    kafka.create_topic("dlq", 1, 3).unwrap();
+    kafka.create_topic(OUT, 2, 3).unwrap();
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    let inputs = match_inputs(1000, 64);
+    let (first, second) = inputs.split_at(500);
+    produce(&bootstrap, "raw", first);
+    let router = RunningRouter::start(&fault_config(&bootstrap, &registry.url));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while router.ctl.stats.records_in() == 0 {
+        assert!(Instant::now() < deadline, "the router never read");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The whole cluster goes away mid-stream (the mock keeps the logs, like
+    // brokers restarting on durable storage) and comes back 3 s later.
+    for b in 1..=3 {
+        kafka.broker_down(b).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for b in 1..=3 {
+        kafka.broker_up(b).unwrap();
+    }
+    produce(&bootstrap, "raw", second);
+    router.wait_settled(1000, Duration::from_secs(60));
+    router.stop();
+
+    let out = keys(&bootstrap, OUT);
+    let unique: HashSet<&Vec<u8>> = out.iter().collect();
+    let want: HashSet<&Vec<u8>> = inputs.iter().map(|i| &i.key).collect();
+    assert_eq!(unique, want, "every record published, nothing else");
+    assert_eq!(
+        committed(&bootstrap).values().sum::<i64>(),
+        1000,
+        "the whole input committed"
+    );
+    eprintln!(
+        "records 1000, published {} ({} duplicates)",
+        out.len(),
+        out.len() - unique.len()
+    );
+}

@@ -37,6 +37,15 @@ impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Logs a librdkafka global error (broker down, transport failure...) at
+    /// most once per kind every 5 s: these repeat for as long as an outage lasts.
+    pub fn client_error(&self, client: &str, error: &KafkaError, reason: &str) {
+        let kind = format!("{client}: {error}");
+        if let Some(similar) = self.failure_log.hit(&kind) {
+            tracing::error!(client, %error, reason, similar, "librdkafka error");
+        }
+    }
 }
 
 /// The producer's context: settles records from delivery reports.
@@ -45,7 +54,11 @@ pub struct ProducerCtx {
     pub shared: Arc<Shared>,
 }
 
-impl ClientContext for ProducerCtx {}
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared.client_error("producer", &error, reason);
+    }
+}
 
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = usize;
@@ -118,6 +131,10 @@ pub struct ConsumerCtx {
 }
 
 impl ClientContext for ConsumerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared.client_error("consumer", &error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {

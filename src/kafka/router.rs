@@ -231,7 +231,12 @@ impl<'c> Loop<'c, '_> {
             for _ in 0..BATCH {
                 match self.consumer.poll(first_wait) {
                     Some(Ok(m)) => self.handle(m),
-                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                    Some(Err(e)) => {
+                        let e = e.to_string();
+                        if let Some(similar) = self.shared.failure_log.hit(&e) {
+                            tracing::warn!(error = e, similar, "consumer error");
+                        }
+                    }
                     None => break,
                 }
                 first_wait = Duration::ZERO;
