@@ -43,20 +43,31 @@ cargo run -q -- demo --records 3000 2>/dev/null
 step "bench --quick (router vs bare relay; checks correctness, not speed)"
 cargo run -q -- bench --quick 2>/dev/null
 
+step "independent broker (tansu, TLS via stunnel, Python clients) and faults"
+scripts/independent.sh
+
 fuzz_seconds=${FUZZ_SECONDS:-30}
-if [ "$fuzz_seconds" -gt 0 ]; then
-  step "fuzz: reader_vs_prost for ${fuzz_seconds}s"
-  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
-  # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+fuzz() { # target, max input length, extra corpus dirs...
+  local target=$1 max_len=$2
+  shift 2
+  step "fuzz: $target for ${fuzz_seconds}s"
+  local log
   log=$(mktemp)
-  # libFuzzer exits non-zero when the target panics (reader and prost disagree).
-  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O reader_vs_prost -- \
-      -max_total_time="$fuzz_seconds" -max_len=512 >"$log" 2>&1; then
+  mkdir -p "fuzz/corpus/$target"
+  # libFuzzer exits non-zero on a panic, a timeout or runaway memory.
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "fuzz/corpus/$target" "$@" -- \
+      -max_total_time="$fuzz_seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
     tail -40 "$log"
-    echo "fuzzing found a failure (see fuzz/artifacts/reader_vs_prost)"
+    echo "fuzzing found a failure (see fuzz/artifacts/$target)"
     exit 1
   fi
   grep -E "DONE|^Done" "$log"
+}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
+  # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+  fuzz reader_vs_prost 512       # header reader against prost
+  fuzz config_loader 8192 fuzz/seeds/config_loader
 fi
 echo
 echo "all checks passed"

@@ -467,6 +467,14 @@ fn interpolate(
     Ok(out)
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`, as in POSIX shells.
+fn is_var_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
 /// Interpolates one line; on an unset variable returns its 1-based column.
 fn interpolate_line(
     text: &str,
@@ -491,6 +499,12 @@ fn interpolate_line(
                 Some((v, d)) => (v, Some(d)),
                 None => (expr, None),
             };
+            if !is_var_name(var) {
+                // Not an interpolation (e.g. a regex or a password with "${"): keep the text.
+                out.push('$');
+                rest = after;
+                continue;
+            }
             match env(var).or_else(|| default.map(str::to_owned)) {
                 Some(value) => out.push_str(&value),
                 None => {
@@ -521,6 +535,11 @@ mod tests {
         assert_eq!(interpolate("a ${PASS} b", &env).unwrap(), "a s3cret b");
         assert_eq!(interpolate("${NOPE:-x}", &env).unwrap(), "x");
         assert_eq!(interpolate("cost $$5 $x", &env).unwrap(), "cost $5 $x");
+        // Not a variable name: left as written.
+        assert_eq!(
+            interpolate("re: ^a${1,3}$ ${} ${a b}", &env).unwrap(),
+            "re: ^a${1,3}$ ${} ${a b}"
+        );
         assert_eq!(
             interpolate("a: 1\n  b: ${NOPE}", &env),
             Err((2, 6, "NOPE".into()))

@@ -294,13 +294,17 @@ def scale(rec):
         time.sleep(2.5)
         extra = [h.Router(broker.bootstrap, reg.url, "scale", INPUT, name=f"scale-{n}").start() for n in "bc"]
         time.sleep(4)
+        reads = sum(x.metric("envelope_router_records_in_total") for x in extra)
         rcs = [x.stop() for x in extra]
         stream.finish()
         h.until(lambda: drained(broker.bootstrap, "scale", len(w.records)), 120, "the group to commit the whole input")
-        reread = sum(x.metric("envelope_router_records_in_total") for x in [a])
+        reads += a.metric("envelope_router_records_in_total")
         assert a.stop() == 0 and rcs == [0, 0], f"exit codes {rcs}"
         res = verify(broker.bootstrap, w, exact=False)
-        res.update(instances="1→3→1", records_in_instance_a=reread)
+        # Records read twice (by the old and the new owner of a partition):
+        # the bound on duplicates across the two rebalances.
+        res.update(instances="1-3-1", records_read_by_all=int(reads), re_read=int(reads) - len(w.records))
+        assert res["duplicated"] <= res["re_read"], "more duplicates than re-reads"
         rec(res)
     finally:
         broker.stop()
@@ -344,13 +348,21 @@ def missing_output(rec):
 
 
 SCENARIOS = {f.__name__: f for f in [plain, tls, kill9, registry_outage, broker_restart, scale, missing_output]}
+# broker_restart is left out by default: tansu 0.6's libsql engine panics under
+# concurrent produce and group traffic (RELIABILITY.md), before any restart.
+# The mock-cluster test `every_broker_down_mid_stream_then_back_loses_nothing`
+# covers a whole-cluster outage with the data kept.
+DEFAULT = [n for n in SCENARIOS if n != "broker_restart"]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("scenario", nargs="*", default=DEFAULT, help=f"of {', '.join(SCENARIOS)}")
     ap.add_argument("--json")
     args = ap.parse_args()
+    unknown = [n for n in args.scenario if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {unknown}; known: {', '.join(SCENARIOS)}")
     results, failed = {}, []
     for name in args.scenario:
         h.log(f"== {name}")
