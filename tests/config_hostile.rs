@@ -18,7 +18,9 @@ schema: { registry: { url: "http://localhost:8081" } }
 fn load(text: String) -> Result<Config, ConfigError> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(Config::from_yaml(&text, Path::new("hostile.yaml"), |_| None));
+        let _ = tx.send(Config::from_yaml(&text, Path::new("hostile.yaml"), |_| {
+            None
+        }));
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("the loader hung (or panicked) on hostile input")
@@ -42,7 +44,9 @@ fn the_minimal_config_loads() {
 
 #[test]
 fn billion_laughs_is_refused() {
-    let mut yaml = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut yaml = String::from(
+        "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for i in 1..10 {
         let prev = format!("*a{}", i - 1);
         yaml.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 9].join(",")));
@@ -94,11 +98,16 @@ fn huge_scalars_and_keys_do_not_break_the_loader() {
     let e = error_of(format!("{MINIMAL}{big}: 1\n"));
     assert!(e.starts_with("hostile.yaml:"), "{}", &e[..e.len().min(200)]);
     // A huge but valid value is accepted as data: the checks then refuse it.
-    let e = error_of(MINIMAL.replace("[raw]", &format!("[\"{big}\", raw]")).replace(
-        "input: {",
-        "dead_letter: { topic: raw }\ninput: {",
-    ));
-    assert!(e.contains("dead_letter.topic"), "{}", &e[..e.len().min(200)]);
+    let e = error_of(
+        MINIMAL
+            .replace("[raw]", &format!("[\"{big}\", raw]"))
+            .replace("input: {", "dead_letter: { topic: raw }\ninput: {"),
+    );
+    assert!(
+        e.contains("dead_letter.topic"),
+        "{}",
+        &e[..e.len().min(200)]
+    );
 }
 
 #[test]
