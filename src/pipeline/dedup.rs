@@ -18,18 +18,19 @@ use super::fptable::FingerprintTable;
 use std::collections::VecDeque;
 use std::hash::Hasher;
 
-/// Fingerprint of a message id: SipHash-2-4 with fixed keys, so the value is
-/// stable across restarts (for persisted state) and across platforms.
+/// Fingerprint of a message id: XXH3-64 with a fixed seed. The algorithm is
+/// specified and the seed fixed, so the value is stable across restarts (for
+/// persisted state), platforms and crate versions.
+#[inline]
 pub fn fingerprint(message_id: &[u8]) -> u64 {
-    // `SipHasher` is deprecated only in favour of `DefaultHasher`, whose
-    // algorithm is unspecified; a fixed, documented function is the point here.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(0x656e_7665_6c6f_7065, 0x726f_7574_6572_2121);
-    h.write(message_id);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64_with_seed(message_id, FINGERPRINT_SEED)
 }
 
-/// Hasher for keys that already are uniform 64-bit hashes.
+const FINGERPRINT_SEED: u64 = 0x656e_7665_6c6f_7065; // "envelope"
+
+/// Hasher for keys that already are uniform 64-bit hashes (passed through)
+/// and for small integer ids (`u32`, spread by a multiply so hashbrown's
+/// top-bit tags differ).
 #[derive(Default)]
 pub struct IdentityHasher(u64);
 
@@ -45,6 +46,9 @@ impl Hasher for IdentityHasher {
     }
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

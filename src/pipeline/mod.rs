@@ -14,7 +14,9 @@ use dedup::{fingerprint, DedupWindow};
 pub use reason::Reason;
 use route::{RouteDecision, Routes};
 pub use route::{StreamPlan, Target};
-use schema::{SchemaLookup, SchemaMode, SchemaState};
+use schema::{SchemaInfo, SchemaLookup, SchemaMode, SchemaState};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// What to do with one record.
@@ -59,12 +61,22 @@ pub struct PipelineConfig {
 /// The per-record logic.
 pub struct Pipeline {
     cfg: PipelineConfig,
+    /// Known schema ids seen by this pipeline. Registered ids never change,
+    /// so a known id is remembered here for good; this spares the shared
+    /// cache's lock and reference count on every record.
+    known: HashMap<u32, Arc<SchemaInfo>, BuildHasherDefault<dedup::IdentityHasher>>,
 }
+
+/// Most schema ids [`Pipeline`] remembers before it starts over.
+const KNOWN_SCHEMAS_LIMIT: usize = 100_000;
 
 impl Pipeline {
     /// Builds the pipeline.
     pub fn new(cfg: PipelineConfig) -> Self {
-        Pipeline { cfg }
+        Pipeline {
+            cfg,
+            known: HashMap::default(),
+        }
     }
 
     /// Distinct streams with a cached plan.
@@ -99,8 +111,10 @@ impl Pipeline {
         if let Err(e) = validate(&header) {
             return dead_letter(Reason::InvalidHeader, e.to_string());
         }
-        // One probe: remember the id now, take it back in the rare case the
-        // record must wait for the registry and be processed again.
+        // One probe: remember the id now, and take it back in the rare case
+        // the record is not published after all: it waits for the registry
+        // (and is processed again), or it is dead-lettered (a producer that
+        // fixes the cause and re-sends the same id must not be dropped).
         let fp = fingerprint(header.message_id);
         if !dedup.insert(fp, now_s) {
             return Verdict::Drop {
@@ -108,45 +122,64 @@ impl Pipeline {
                 rule: None,
             };
         }
+        let verdict = self.decide(header, schemas);
+        if matches!(
+            verdict,
+            Verdict::AwaitSchema(_) | Verdict::DeadLetter { .. }
+        ) {
+            dedup.undo_insert(fp);
+        }
+        verdict
+    }
+
+    /// Schema check and route for a valid, first-seen record.
+    fn decide<'a>(&mut self, header: HeaderView<'a>, schemas: &impl SchemaLookup) -> Verdict<'a> {
         let plan = self.cfg.routes.plan(&header);
-        let schema = schemas.lookup(header.schema_id);
-        match schema {
-            SchemaState::Miss => {
-                dedup.undo_insert(fp);
-                Verdict::AwaitSchema(header.schema_id)
+        let info = match self.known.get(&header.schema_id) {
+            Some(info) => {
+                schemas.memo_hit();
+                info
             }
-            SchemaState::Unknown => dead_letter(
-                Reason::UnknownSchema,
-                format!("schema id {} is not registered", header.schema_id),
-            ),
-            SchemaState::Known(info) => match (&plan.subject, self.cfg.schema_mode) {
-                (Some(subject), SchemaMode::Subject) if !info.subjects.contains(subject) => {
-                    dead_letter(
-                        Reason::SchemaSubjectMismatch,
-                        format!(
-                            "schema id {} is registered under {:?}, not under {subject:?}",
-                            header.schema_id, info.subjects
-                        ),
+            None => match schemas.lookup(header.schema_id) {
+                SchemaState::Miss => return Verdict::AwaitSchema(header.schema_id),
+                SchemaState::Unknown => {
+                    return dead_letter(
+                        Reason::UnknownSchema,
+                        format!("schema id {} is not registered", header.schema_id),
                     )
                 }
-                _ => match &plan.route {
-                    RouteDecision::Publish(_) => Verdict::Publish {
-                        header,
-                        plan: plan.clone(),
-                    },
-                    RouteDecision::Drop(rule) => Verdict::Drop {
-                        reason: Reason::Filtered,
-                        rule: Some(rule.clone()),
-                    },
-                    RouteDecision::Unrouted => dead_letter(
-                        Reason::Unrouted,
-                        "no route matched and the default is dead_letter".into(),
+                SchemaState::Known(info) => {
+                    if self.known.len() >= KNOWN_SCHEMAS_LIMIT {
+                        self.known.clear();
+                    }
+                    self.known.entry(header.schema_id).or_insert(info)
+                }
+            },
+        };
+        match (&plan.subject, self.cfg.schema_mode) {
+            (Some(subject), SchemaMode::Subject) if !info.subjects.contains(subject) => {
+                dead_letter(
+                    Reason::SchemaSubjectMismatch,
+                    format!(
+                        "schema id {} is registered under {:?}, not under {subject:?}",
+                        header.schema_id, info.subjects
                     ),
-                    RouteDecision::TopicTooLong { route, len } => dead_letter(
-                        Reason::InvalidHeader,
-                        format!("route {route:?} renders a {len}-byte topic; Kafka allows 249"),
-                    ),
+                )
+            }
+            _ => match &plan.route {
+                RouteDecision::Publish(_) => Verdict::Publish { header, plan },
+                RouteDecision::Drop(rule) => Verdict::Drop {
+                    reason: Reason::Filtered,
+                    rule: Some(rule.clone()),
                 },
+                RouteDecision::Unrouted => dead_letter(
+                    Reason::Unrouted,
+                    "no route matched and the default is dead_letter".into(),
+                ),
+                RouteDecision::TopicTooLong { route, len } => dead_letter(
+                    Reason::InvalidHeader,
+                    format!("route {route:?} renders a {len}-byte topic; Kafka allows 249"),
+                ),
             },
         }
     }
@@ -282,6 +315,33 @@ mod tests {
         assert_eq!(
             reason(&p.process(&record("match", 1, b"d"), &mut w, 0, &reg)),
             Some(Reason::Unrouted)
+        );
+    }
+
+    #[test]
+    fn a_dead_lettered_id_may_be_sent_again() {
+        // Unknown schema first; the producer registers it and re-sends the
+        // same id: that copy is published, not dropped as a duplicate.
+        let mut p = pipeline(SchemaMode::Exists, "[]", DefaultAction::Canonical);
+        let mut w = DedupWindow::default();
+        let mut reg = registry();
+        let r = record("match", 404, b"id-9");
+        assert_eq!(
+            reason(&p.process(&r, &mut w, 0, &reg)),
+            Some(Reason::UnknownSchema)
+        );
+        assert!(w.is_empty());
+        reg.0.insert(
+            404,
+            SchemaState::Known(Arc::new(SchemaInfo { subjects: vec![] })),
+        );
+        assert!(matches!(
+            p.process(&r, &mut w, 1, &reg),
+            Verdict::Publish { .. }
+        ));
+        assert_eq!(
+            reason(&p.process(&r, &mut w, 2, &reg)),
+            Some(Reason::Duplicate)
         );
     }
 

@@ -26,6 +26,10 @@ pub enum SchemaState {
 pub trait SchemaLookup {
     /// What is known about `id`.
     fn lookup(&self, id: u32) -> SchemaState;
+
+    /// Counts a hit the caller answered from its own memo of known ids
+    /// (so the cache's hit metric still sees every record).
+    fn memo_hit(&self) {}
 }
 
 /// How strictly schema ids are checked.

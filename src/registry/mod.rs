@@ -125,6 +125,10 @@ impl SchemaLookup for SchemaCache {
         }
         state
     }
+
+    fn memo_hit(&self) {
+        self.hits.increment(1);
+    }
 }
 
 /// Fetches missing ids in the background and reports each resolved id.
