@@ -150,7 +150,14 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     router.shutdown();
     drop(router);
     drop(consumer); // leaves the group (revoke callback commits once more)
-    tracing::info!("router stopped");
+    let dropped_or_dead: u64 = Reason::ALL.iter().map(|r| stats.reason(*r)).sum();
+    tracing::info!(
+        records_in = stats.records_in(),
+        routed = stats.records_routed(),
+        dropped_or_dead_lettered = dropped_or_dead,
+        delivery_errors = stats.delivery_errors(),
+        "router stopped"
+    );
     Ok(())
 }
 

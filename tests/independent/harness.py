@@ -338,7 +338,8 @@ class Router:
     count = 0
 
     def __init__(self, bootstrap: str, registry_url: str, group: str, input_topic: str,
-                 kafka_extra: dict | None = None, output_extra: dict | None = None, name: str | None = None):
+                 kafka_extra: dict | None = None, output_extra: dict | None = None, name: str | None = None,
+                 env: dict | None = None):
         Router.count += 1
         self.name = name or f"router-{Router.count}"
         self.metrics_port = free_port()
@@ -362,11 +363,12 @@ class Router:
         }
         # JSON is YAML: no YAML writer needed on the Python side.
         self.config.write_text(json.dumps(cfg, indent=2))
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen([str(ROUTER_BIN), "run", "--config", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.logfile, "ab"))
+                                     stdout=subprocess.DEVNULL, stderr=open(self.logfile, "ab"), env=self.env)
         until(self.healthy, 30, f"{self.name} /health")
         return self
 
@@ -414,6 +416,13 @@ class Router:
                 self.proc.wait()
                 raise RuntimeError(f"{self.name} did not stop within {timeout}s after SIGTERM")
         return self.proc.returncode if self.proc else 0
+
+    def final_counts(self) -> dict:
+        """The totals the router logs when it stops ("router stopped")."""
+        stops = [e["fields"] for e in self.log_lines() if e.get("fields", {}).get("message") == "router stopped"]
+        if not stops:
+            raise RuntimeError(f"{self.name} logged no final counts; see {self.logfile}")
+        return stops[-1]
 
     def log_lines(self) -> list[dict]:
         out = []
