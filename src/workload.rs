@@ -202,7 +202,10 @@ where
 {
     let mut rng = Rng::new(shape.seed);
     let mut e = Expected::default();
-    let mut recent: Vec<(ValidHeader, Vec<u8>)> = Vec::new();
+    // Sent envelopes a producer may retry, with what a retry gets: a
+    // duplicate drop, or (for an unknown schema id) the same dead letter
+    // again, since a dead-lettered id is not remembered.
+    let mut recent: Vec<(ValidHeader, Vec<u8>, Reason)> = Vec::new();
     let count = |e: &mut Expected, r: Reason| *e.reasons.entry(r).or_default() += 1;
     let (t1, t2, t3) = (
         shape.malformed,
@@ -241,10 +244,10 @@ where
             count(&mut e, Reason::InvalidHeader);
         } else if roll < t3 && !recent.is_empty() {
             // A producer retry: same id, same bytes, same partition.
-            let (h, payload) = &recent[rng.below(recent.len() as u64) as usize];
+            let (h, payload, outcome) = &recent[rng.below(recent.len() as u64) as usize];
             producer.send(h, payload)?;
             e.bytes += h.envelope_len(payload.len()) as u64;
-            count(&mut e, Reason::Duplicate);
+            count(&mut e, *outcome);
         } else {
             let (env, source, title, category) = (
                 rng.pick(ENVS),
@@ -283,11 +286,16 @@ where
                         .or_default() += 1;
                 }
             }
+            let retry = if unknown {
+                Reason::UnknownSchema
+            } else {
+                Reason::Duplicate
+            };
             if recent.len() < 1000 {
-                recent.push((h, payload));
+                recent.push((h, payload, retry));
             } else {
                 let at = rng.below(1000) as usize;
-                recent[at] = (h, payload);
+                recent[at] = (h, payload, retry);
             }
         }
         e.sent += 1;

@@ -52,6 +52,9 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// How many removals ahead [`DedupWindow::expire`] prefetches table lines.
+const PREFETCH_AHEAD: usize = 16;
+
 /// One partition's window of remembered ids.
 #[derive(Default)]
 pub struct DedupWindow {
@@ -109,6 +112,9 @@ impl DedupWindow {
             }
             self.seconds.pop_front();
             for _ in 0..n {
+                if let Some(&ahead) = self.order.get(PREFETCH_AHEAD) {
+                    self.set.prefetch(ahead);
+                }
                 if let Some(fp) = self.order.pop_front() {
                     self.set.remove(fp);
                 }
