@@ -336,6 +336,7 @@ class Router:
     """The router binary as a separate process, with its own metrics port."""
 
     count = 0
+    started: list["Router"] = []  # every instance, so a failed scenario leaves none running
 
     def __init__(self, bootstrap: str, registry_url: str, group: str, input_topic: str,
                  kafka_extra: dict | None = None, output_extra: dict | None = None, name: str | None = None,
@@ -369,6 +370,7 @@ class Router:
     def start(self):
         self.proc = subprocess.Popen([str(ROUTER_BIN), "run", "--config", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=open(self.logfile, "ab"), env=self.env)
+        Router.started.append(self)
         until(self.healthy, 30, f"{self.name} /health")
         return self
 
@@ -400,6 +402,13 @@ class Router:
 
     def metric(self, prefix: str) -> float:
         return sum(v for k, v in self.metrics().items() if k == prefix or k.startswith(prefix + "{"))
+
+    @classmethod
+    def kill_all(cls):
+        """Kills every instance still running (after a scenario, pass or fail)."""
+        for r in cls.started:
+            r.kill9()
+        cls.started.clear()
 
     def kill9(self):
         if self.proc and self.proc.poll() is None:

@@ -401,6 +401,8 @@ def main():
             failed.append(name)
             traceback.print_exc()
             print(f"FAIL  {name} (logs in {h.WORK})", flush=True)
+        finally:
+            h.Router.kill_all()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
