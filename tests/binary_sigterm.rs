@@ -47,14 +47,7 @@ shutdown_timeout: 10s
         .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while read_topic(
-        &bootstrap,
-        "prod.glutton.1234.match-v1",
-        Duration::from_millis(300),
-    )
-    .len()
-        < 20
-    {
+    while read_topic(&bootstrap, "prod.glutton.1234.match-v1").len() < 20 {
         assert!(
             Instant::now() < deadline,
             "router did not publish the records"

@@ -30,7 +30,7 @@ kafka:
   topic.metadata.refresh.interval.ms: 1000
   consumer: {{ session.timeout.ms: 6000 }}
   producer:
-    request.timeout.ms: 1000   # the slow broker below answers after 1.5 s
+    request.timeout.ms: 1000   # the slow broker below answers after 2.5 s
     message.timeout.ms: 3000   # give up early, so the router's own retry runs
     retry.backoff.ms: 50
 input: {{ topics: [raw], group_id: faults }}
@@ -42,31 +42,6 @@ shutdown_timeout: 10s
 "#
     );
     Config::from_yaml(&yaml, std::path::Path::new("faults.yaml"), |_| None).unwrap()
-}
-
-/// (partition, offset) → key of every record in `topic`.
-fn positions(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "positions")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = HashMap::new();
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_millis(500) {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            out.insert((m.partition(), m.offset()), m.key().unwrap().to_vec());
-            last = Instant::now();
-        }
-    }
-    out
 }
 
 /// The group's committed offsets on `raw`.
@@ -96,12 +71,13 @@ fn committed(bootstrap: &str) -> HashMap<i32, i64> {
         .collect()
 }
 
-/// Keys of every record in `topic` up to its high watermarks as of now
-/// (read to those offsets, however slow the brokers are).
-fn keys(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+/// (partition, offset) → key of every record in `topic` up to its high
+/// watermarks as of now, read to those offsets however slow the brokers are
+/// (a fixed quiet period would end early while a moved leader is looked up).
+fn positions(bootstrap: &str, topic: &str) -> HashMap<(i32, i64), Vec<u8>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "keys")
+        .set("group.id", "positions")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
@@ -121,14 +97,14 @@ fn keys(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
         }
     }
     c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
+    let mut out = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ends.is_empty() {
         assert!(Instant::now() < deadline, "{topic} not read to its end");
         if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
             let end = ends.get(&m.partition()).copied().unwrap_or(0);
             if m.offset() < end {
-                out.push(m.key().unwrap().to_vec());
+                out.insert((m.partition(), m.offset()), m.key().unwrap().to_vec());
             }
             if m.offset() + 1 >= end {
                 ends.remove(&m.partition());
@@ -136,6 +112,11 @@ fn keys(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Keys of every record in `topic` up to its high watermarks as of now.
+fn keys(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    positions(bootstrap, topic).into_values().collect()
 }
 
 #[test]
@@ -158,17 +139,32 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
     // Feed the stream in slices while faults come and go.
     let mut samples = Vec::new();
     for (round, slice) in inputs.chunks(RECORDS / 6).enumerate() {
-        produce(&bootstrap, "raw", slice);
         let broker = (round % 3) as i32 + 1;
         for p in 0..2 {
             kafka.partition_leader(OUT, p, Some(broker)).unwrap();
         }
         for p in 0..PARTITIONS {
+            let mut leader = (broker + p) % 3 + 1;
+            if round == 2 && leader == broker {
+                leader = broker % 3 + 1; // the input stays on fast brokers
+            }
+            kafka.partition_leader("raw", p, Some(leader)).unwrap();
+        }
+        if round == 2 {
+            // Only the router writes the output topic, so only the router
+            // meets this broker: every request times out (2.5 s > 1 s, past
+            // librdkafka's once-a-second timeout scan) until
+            // message.timeout.ms gives up and the router's own retry runs.
             kafka
-                .partition_leader("raw", p, Some((broker + p) % 3 + 1))
+                .broker_round_trip_time(broker, Duration::from_millis(2500))
                 .unwrap();
         }
+        let errors_before = router.ctl.stats.delivery_errors();
+        produce(&bootstrap, "raw", slice);
         match round {
+            // Injected errors go to whichever client sends the next produce
+            // requests: the router, or `produce` above for the next slice
+            // (it sends again what was refused).
             1 => kafka.request_errors(
                 RDKafkaApiKey::Produce,
                 &[
@@ -178,9 +174,21 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
                 ],
             ),
-            2 => kafka
-                .broker_round_trip_time(broker, Duration::from_millis(1500))
-                .unwrap(),
+            2 => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while router.ctl.stats.delivery_errors() == errors_before {
+                    let st = &router.ctl.stats;
+                    assert!(
+                        Instant::now() < deadline,
+                        "the slow broker never timed a produce out (read {}, routed {}, settled {}, paused {})",
+                        st.records_in(),
+                        st.records_routed(),
+                        st.records_settled(),
+                        st.paused()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             3 => {
                 kafka.broker_round_trip_time(2, Duration::ZERO).unwrap();
                 kafka.broker_round_trip_time(3, Duration::ZERO).unwrap();

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const IDLE: Duration = Duration::from_millis(1500);
-
 #[test]
 fn routes_fans_out_filters_dedups_and_dead_letters_exactly() {
     let kafka = cluster(3);
@@ -79,7 +77,7 @@ default_route: dead_letter
     // Routed topics hold exactly the input bytes, keys, timestamps and headers.
     let match_topic = matches[0].0.topic_name();
     assert_eq!(match_topic, "prod.glutton.1234.match-v1");
-    let out = read_topic(&bootstrap, &match_topic, IDLE);
+    let out = read_topic(&bootstrap, &match_topic);
     let want: Vec<_> = matches
         .iter()
         .map(|(h, p)| h.to_envelope_bytes(p).to_vec())
@@ -103,12 +101,12 @@ default_route: dead_letter
         assert_eq!(o.key.as_deref(), Some(view.header().message_id), "key kept");
     }
     for topic in ["prod.billing.1234.login-v1", "audit.prod"] {
-        let out = read_topic(&bootstrap, topic, IDLE);
+        let out = read_topic(&bootstrap, topic);
         assert_eq!(out.len(), 2, "fan-out to {topic}");
     }
 
     // Every reject is in the dead-letter topic with its reason and origin.
-    let dlq = read_topic(&bootstrap, "dlq", IDLE);
+    let dlq = read_topic(&bootstrap, "dlq");
     let mut reasons: Vec<_> = dlq
         .iter()
         .map(|o| o.headers["dlq.reason"].clone())
@@ -141,12 +139,7 @@ default_route: dead_letter
     assert_eq!(stats.reason(Reason::Duplicate), 1);
     assert_eq!(stats.reason(Reason::Filtered), 1);
     assert_eq!(stats.records_routed(), 5);
-    assert!(read_topic(
-        &bootstrap,
-        "prod.glutton.1234.debug_x-v1",
-        Duration::from_millis(300)
-    )
-    .is_empty());
+    assert!(read_topic(&bootstrap, "prod.glutton.1234.debug_x-v1").is_empty());
 }
 
 #[test]
@@ -173,7 +166,7 @@ fn restart_on_the_same_group_neither_loses_nor_republishes() {
     );
     router.stop();
 
-    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
     let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
     for o in &out {
         *counts.entry(o.value.clone()).or_default() += 1;
@@ -236,10 +229,10 @@ fn registry_outage_pauses_then_resumes_with_nothing_lost_or_dead_lettered() {
     assert_eq!(router.ctl.stats.paused(), 0, "partitions resume");
     router.stop();
     assert_eq!(
-        read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE).len(),
+        read_topic(&bootstrap, "prod.glutton.1234.match-v1").len(),
         30
     );
-    assert!(read_topic(&bootstrap, "dlq", Duration::from_millis(500)).is_empty());
+    assert!(read_topic(&bootstrap, "dlq").is_empty());
 }
 
 #[test]
@@ -264,7 +257,7 @@ fn failed_produces_are_retried_not_dropped() {
         "the injected errors reached the router"
     );
     router.stop();
-    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
     let mut values: Vec<_> = out.iter().map(|o| o.value.clone()).collect();
     values.sort();
     values.dedup();
@@ -343,7 +336,7 @@ fn a_second_instance_joining_the_group_loses_nothing() {
     b.stop();
     let read = sa.records_in() + sb.records_in();
 
-    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
     let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
     for o in &out {
         *counts.entry(o.value.clone()).or_default() += 1;
@@ -390,7 +383,7 @@ fn mirror_headers_and_inspect_from_a_topic() {
     router.wait_settled(3, Duration::from_secs(30));
     router.stop();
 
-    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1", IDLE);
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
     assert_eq!(out.len(), 3);
     for o in &out {
         assert_eq!(o.headers["envelope.env"], "prod");

@@ -238,31 +238,68 @@ impl Input {
     }
 }
 
-/// Produces records to a topic and waits until all are acknowledged.
-pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for r in records {
-        let mut headers = rdkafka::message::OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(rdkafka::message::Header {
-                key: k,
-                value: Some(v),
-            });
+/// Delivery reports of the test producer: the index of every record the
+/// broker did not take.
+#[derive(Default)]
+struct FailedIndices(std::sync::Mutex<Vec<usize>>);
+
+impl rdkafka::ClientContext for FailedIndices {}
+
+impl rdkafka::producer::ProducerContext for FailedIndices {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, index: Self::DeliveryOpaque) {
+        if result.is_err() {
+            self.0.lock().unwrap().push(*index);
         }
-        let mut rec = BaseRecord::to(topic)
-            .key(&r.key)
-            .payload(&r.value)
-            .timestamp(1_700_000_000_000);
-        if !r.headers.is_empty() {
-            rec = rec.headers(headers);
-        }
-        p.send(rec).map_err(|(e, _)| e).unwrap();
     }
-    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Produces `records` to `topic` and waits until the broker has every one.
+/// A record the broker refused (tests inject produce errors that any client
+/// may receive) is sent again, so the input is complete however the faults
+/// fall.
+pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    for _attempt in 0..10 {
+        // A fresh client each round: librdkafka keeps a topic error such as
+        // an authorization failure and refuses later sends to that topic.
+        let p: BaseProducer<FailedIndices> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .create_with_context(FailedIndices::default())
+            .unwrap();
+        let mut refused = Vec::new();
+        for &i in &pending {
+            let r = &records[i];
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut rec = BaseRecord::with_opaque_to(topic, Box::new(i))
+                .key(&r.key)
+                .payload(&r.value)
+                .timestamp(1_700_000_000_000);
+            if !r.headers.is_empty() {
+                rec = rec.headers(headers);
+            }
+            if p.send(rec).is_err() {
+                refused.push(i);
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+        refused.append(&mut p.context().0.lock().unwrap());
+        pending = refused;
+        if pending.is_empty() {
+            return;
+        }
+        pending.sort_unstable();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} records never reached {topic}", pending.len());
 }
 
 /// A record read back.
@@ -274,9 +311,11 @@ pub struct Output {
     pub timestamp: Option<i64>,
 }
 
-/// Reads every record of a topic (all partitions) until `idle` passes with
-/// nothing new; an absent topic reads as empty.
-pub fn read_topic(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Output> {
+/// Reads every record of a topic (all partitions) up to its high watermarks
+/// as of the call; an absent topic reads as empty. Reading to known offsets,
+/// not until a quiet period passes, keeps a slow machine from cutting the
+/// read short.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
@@ -290,17 +329,32 @@ pub fn read_topic(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Output> {
     let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else {
         return vec![];
     };
+    let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in t.partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+        let (_, hi) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
             .unwrap();
+        if hi > 0 {
+            ends.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < idle {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "{topic} not read to its end");
         if let Some(r) = c.poll(Duration::from_millis(50)) {
             let m = r.unwrap();
+            let end = ends.get(&m.partition()).copied().unwrap_or(0);
+            if m.offset() + 1 >= end {
+                ends.remove(&m.partition());
+            }
+            if m.offset() >= end {
+                continue;
+            }
             out.push(Output {
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or_default().to_vec(),
@@ -320,7 +374,6 @@ pub fn read_topic(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Output> {
                     .unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
             });
-            last = Instant::now();
         }
     }
     out
