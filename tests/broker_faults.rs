@@ -44,24 +44,6 @@ shutdown_timeout: 10s
     Config::from_yaml(&yaml, std::path::Path::new("faults.yaml"), |_| None).unwrap()
 }
 
-/// Waits until the group has committed `total` records of `raw`: the exact
-/// end of the run (the router's settled count also counts re-reads after a
-/// rebalance, so it can reach the total early).
-fn wait_committed(bootstrap: &str, total: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let sum: i64 = committed(bootstrap).values().sum();
-        if sum == total {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sum} of {total} input records committed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every input key is in the output and nothing else is; a failure names
 /// counts and a few missing keys, not two sets of thousands.
 fn assert_same_keys(out: &HashSet<&Vec<u8>>, input: &HashSet<&Vec<u8>>) {
@@ -77,31 +59,9 @@ fn assert_same_keys(out: &HashSet<&Vec<u8>>, input: &HashSet<&Vec<u8>>) {
     );
 }
 
-/// The group's committed offsets on `raw`.
+/// The router group's committed offsets on `raw`.
 fn committed(bootstrap: &str) -> HashMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "faults")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition("raw", p);
-    }
-    let got = match c.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(got) => got,
-        Err(e) => {
-            eprintln!("committed offsets unavailable: {e}");
-            return HashMap::new();
-        }
-    };
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
+    common::committed(bootstrap, "faults", "raw", PARTITIONS)
 }
 
 /// (partition, offset) → key of every record in `topic` up to its high
@@ -241,7 +201,7 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
         kafka.broker_round_trip_time(b, Duration::ZERO).unwrap();
     }
     router.wait_settled(RECORDS as u64, Duration::from_secs(60));
-    wait_committed(&bootstrap, RECORDS as i64, Duration::from_secs(60));
+    wait_committed(&bootstrap, "faults", "raw", RECORDS as i64);
     let delivery_errors = router.ctl.stats.delivery_errors();
     router.ctl.shutdown.store(true, Ordering::Relaxed);
     router.stop();
@@ -313,7 +273,7 @@ fn every_broker_down_mid_stream_then_back_loses_nothing() {
     }
     produce(&bootstrap, "raw", second);
     router.wait_settled(1000, Duration::from_secs(60));
-    wait_committed(&bootstrap, 1000, Duration::from_secs(60));
+    wait_committed(&bootstrap, "faults", "raw", 1000);
     router.stop();
 
     let out = keys(&bootstrap, OUT);

@@ -302,6 +302,64 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
     panic!("{} records never reached {topic}", pending.len());
 }
 
+/// `group`'s committed offsets on partitions `0..partitions` of `topic`
+/// (empty while the coordinator cannot answer).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(got) => got,
+        Err(e) => {
+            eprintln!("committed offsets unavailable: {e}");
+            return HashMap::new();
+        }
+    };
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits (up to 60 s) until `group` has committed `total` records of
+/// `topic`: the exact end of a run. A router's settled count also counts
+/// re-reads after a rebalance, so it can reach the total early.
+pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, total: i64) {
+    let partitions = {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        md.topics()[0].partitions().len() as i32
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sum: i64 = committed(bootstrap, group, topic, partitions)
+            .values()
+            .sum();
+        if sum == total {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sum} of {total} records of {topic} committed by {group}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
