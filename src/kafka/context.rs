@@ -13,9 +13,10 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, ProducerContext};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,51 @@ impl Shared {
 pub struct ProducerCtx {
     /// Shared state.
     pub shared: Arc<Shared>,
+    /// Delivery reports served so far (successes and failures).
+    pub reports: AtomicU64,
+}
+
+impl ProducerCtx {
+    /// A context over `shared`.
+    pub fn new(shared: Arc<Shared>) -> ProducerCtx {
+        ProducerCtx {
+            shared,
+            reports: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Most delivery events served by one [`serve_deliveries`] call, so a flood
+/// of reports cannot keep the loop from consuming.
+const MAX_EVENTS_PER_SERVE: usize = 4096;
+
+/// Serves the delivery reports librdkafka has queued, without waiting;
+/// returns how many were served.
+///
+/// `BaseProducer::poll` with a zero timeout serves one event, the reports of
+/// one produce request. Called once per loop iteration it would cap
+/// settlement at one batch per iteration: with many output partitions (small
+/// batches) that, not the broker, bounded throughput. This polls until an
+/// event yields no report.
+pub fn serve_deliveries<C: ProducerContext + AsRef<AtomicU64>>(producer: &BaseProducer<C>) -> u64 {
+    let counter: &AtomicU64 = producer.context().as_ref().as_ref();
+    let start = counter.load(Ordering::Relaxed);
+    let mut last = start;
+    for _ in 0..MAX_EVENTS_PER_SERVE {
+        producer.poll(Duration::ZERO);
+        let now = counter.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last - start
+}
+
+impl AsRef<AtomicU64> for ProducerCtx {
+    fn as_ref(&self) -> &AtomicU64 {
+        &self.reports
+    }
 }
 
 impl ClientContext for ProducerCtx {
@@ -64,6 +110,7 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(m) => {
                 self.shared.stats.published(m.topic());

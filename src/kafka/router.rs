@@ -12,7 +12,7 @@
 //! resolves. An outage therefore stops that partition, never dead-letters or
 //! drops its records.
 
-use super::context::{ConsumerCtx, ProducerCtx, Shared};
+use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
 use super::state::{encode_opaque, RouterState};
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::route::Routes;
@@ -96,10 +96,8 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
 
     let pc = producer_config(cfg);
     let producer: Arc<BaseProducer<ProducerCtx>> = Arc::new(
-        pc.create_with_context(ProducerCtx {
-            shared: shared.clone(),
-        })
-        .context("creating the producer")?,
+        pc.create_with_context(ProducerCtx::new(shared.clone()))
+            .context("creating the producer")?,
     );
 
     let cc = consumer_config(cfg);
@@ -248,7 +246,7 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
-            self.producer.poll(Duration::ZERO);
+            serve_deliveries(&self.producer);
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();
