@@ -668,14 +668,11 @@ fn measure(
             seen += 1;
         }
     }
-    // Paced sending on its own thread; this thread reads.
+    // Paced sending on its own thread; this thread reads. The sender is the
+    // producer the probes warmed up: a fresh one would first fetch metadata
+    // and a producer id while its records' timestamps already run.
     let sender = {
-        let bootstrap = bootstrap.to_owned();
-        let input = input.to_owned();
         std::thread::spawn(move || -> anyhow::Result<()> {
-            let producer = crate::producer::EnvelopeProducerBuilder::new(&bootstrap, &input)
-                .set("linger.ms", "1")
-                .build(|_| {})?;
             let start = Instant::now();
             for i in 0..total {
                 let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
