@@ -31,6 +31,7 @@ pub struct Stats {
     published: DashMap<Arc<str>, (AtomicU64, metrics::Counter)>,
     delivery_errors: AtomicU64,
     paused: AtomicU64,
+    assignments: AtomicU64,
 }
 
 fn reason_index(r: Reason) -> usize {
@@ -139,6 +140,18 @@ impl Stats {
     pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
         gauge!("envelope_router_consumer_lag", "topic" => topic.to_owned(), "partition" => partition.to_string())
             .set(lag as f64);
+    }
+
+    /// The group gave this instance partitions (its first assignment and
+    /// every rebalance after it).
+    pub fn assigned(&self) {
+        self.assignments.fetch_add(1, Relaxed);
+        counter!("envelope_router_assignments_total").increment(1);
+    }
+
+    /// Assignments received so far.
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Relaxed)
     }
 
     /// Records read so far.

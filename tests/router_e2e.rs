@@ -342,9 +342,11 @@ fn a_second_instance_joining_the_group_loses_nothing() {
     }
     let duplicates = (out.len() - counts.len()) as u64;
     eprintln!(
-        "scale-out: a read {}, b read {}, {duplicates} duplicates in the output",
+        "scale-out: a read {}, b read {}, {duplicates} duplicates in the output, assignments a {} b {}",
         sa.records_in(),
-        sb.records_in()
+        sb.records_in(),
+        sa.assignments(),
+        sb.assignments()
     );
     assert!(
         sb.records_in() > 0,
@@ -357,9 +359,14 @@ fn a_second_instance_joining_the_group_loses_nothing() {
         read - 600,
         "duplicates match the re-reads the routers counted"
     );
+    // Each rebalance re-reads at most what was not yet committed (at most
+    // the 600 records); a slow machine can see more than one rebalance. A
+    // is a member throughout, so it is assigned once more per rebalance.
+    let rebalances = sa.assignments() - 1;
+    assert!(rebalances >= 1, "B's arrival rebalanced the group");
     assert!(
-        duplicates < 600,
-        "duplicates are bounded by the uncommitted window"
+        duplicates < 600 * rebalances,
+        "{duplicates} duplicates over {rebalances} rebalances: more than the uncommitted windows"
     );
 }
 

@@ -72,20 +72,24 @@ impl ProducerCtx {
 const MAX_EVENTS_PER_SERVE: usize = 4096;
 
 /// Serves the delivery reports librdkafka has queued, without waiting;
-/// returns how many were served.
+/// returns how many were served. `reports` reads the context's running
+/// count of served reports.
 ///
 /// `BaseProducer::poll` with a zero timeout serves one event, the reports of
 /// one produce request. Called once per loop iteration it would cap
 /// settlement at one batch per iteration: with many output partitions (small
 /// batches) that, not the broker, bounded throughput. This polls until an
 /// event yields no report.
-pub fn serve_deliveries<C: ProducerContext + AsRef<AtomicU64>>(producer: &BaseProducer<C>) -> u64 {
-    let counter: &AtomicU64 = producer.context().as_ref().as_ref();
-    let start = counter.load(Ordering::Relaxed);
+pub fn serve_deliveries<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    reports: impl Fn(&C) -> u64,
+) -> u64 {
+    let count = || reports(producer.context());
+    let start = count();
     let mut last = start;
     for _ in 0..MAX_EVENTS_PER_SERVE {
         producer.poll(Duration::ZERO);
-        let now = counter.load(Ordering::Relaxed);
+        let now = count();
         if now == last {
             break;
         }
@@ -94,9 +98,10 @@ pub fn serve_deliveries<C: ProducerContext + AsRef<AtomicU64>>(producer: &BasePr
     last - start
 }
 
-impl AsRef<AtomicU64> for ProducerCtx {
-    fn as_ref(&self) -> &AtomicU64 {
-        &self.reports
+impl ProducerCtx {
+    /// Delivery reports served so far; for [`serve_deliveries`].
+    pub fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
     }
 }
 
@@ -210,6 +215,8 @@ impl ConsumerContext for ConsumerCtx {
             for e in tpl.elements() {
                 state.assign(e.topic(), e.partition());
             }
+            drop(state);
+            self.shared.stats.assigned();
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }

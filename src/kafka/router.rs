@@ -246,7 +246,7 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
-            serve_deliveries(&self.producer);
+            serve_deliveries(&self.producer, ProducerCtx::reports);
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();

@@ -11,7 +11,7 @@ use envelope_router::config::Config;
 use envelope_router::envelope::{HeaderBuilder, ValidHeader};
 use envelope_router::kafka::{self, RunControl};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -369,11 +369,11 @@ pub struct Output {
     pub timestamp: Option<i64>,
 }
 
-/// Reads every record of a topic (all partitions) up to its high watermarks
-/// as of the call; an absent topic reads as empty. Reading to known offsets,
-/// not until a quiet period passes, keeps a slow machine from cutting the
-/// read short.
-pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
+/// Calls `f` on every record of a topic (all partitions) up to its high
+/// watermarks as of the call; an absent topic has none. Reading to known
+/// offsets, not until a quiet period passes, keeps a slow machine (or a
+/// leader being looked up) from cutting the read short.
+pub fn for_each_record(bootstrap: &str, topic: &str, mut f: impl FnMut(&BorrowedMessage<'_>)) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
@@ -382,10 +382,10 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
         .create()
         .unwrap();
     let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
     let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else {
-        return vec![];
+        return;
     };
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -400,7 +400,6 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
         }
     }
     c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ends.is_empty() {
         assert!(Instant::now() < deadline, "{topic} not read to its end");
@@ -410,30 +409,37 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
             if m.offset() + 1 >= end {
                 ends.remove(&m.partition());
             }
-            if m.offset() >= end {
-                continue;
+            if m.offset() < end {
+                f(&m);
             }
-            out.push(Output {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                timestamp: m.timestamp().to_millis(),
-            });
         }
     }
+}
+
+/// Every record of a topic up to its high watermarks (see
+/// [`for_each_record`]).
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
+    let mut out = Vec::new();
+    for_each_record(bootstrap, topic, |m| {
+        out.push(Output {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+        })
+    });
     out
 }
 
