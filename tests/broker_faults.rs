@@ -134,9 +134,9 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
             ),
             2 => {
                 // Usually the router's produce times out within seconds; on
-                // rare runs it does not (cause not found yet),
-                // so this only reports. The assertion after the run still
-                // requires that some injected fault reached the retry path.
+                // rare runs it does not (cause not found yet), so this only
+                // reports. The assertion after the run still requires that
+                // some injected fault reached the retry path.
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while router.ctl.stats.delivery_errors() == errors_before {
                     if Instant::now() >= deadline {

@@ -65,6 +65,11 @@ impl ProducerCtx {
             reports: AtomicU64::new(0),
         }
     }
+
+    /// Delivery reports served so far; for [`serve_deliveries`].
+    pub fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
+    }
 }
 
 /// Most delivery events served by one [`serve_deliveries`] call, so a flood
@@ -96,13 +101,6 @@ pub fn serve_deliveries<C: ProducerContext>(
         last = now;
     }
     last - start
-}
-
-impl ProducerCtx {
-    /// Delivery reports served so far; for [`serve_deliveries`].
-    pub fn reports(&self) -> u64 {
-        self.reports.load(Ordering::Relaxed)
-    }
 }
 
 impl ClientContext for ProducerCtx {
