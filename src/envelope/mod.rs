@@ -14,7 +14,9 @@ mod wire;
 
 pub use encode::{encode_batch, BuildError, HeaderBuilder, ValidHeader, DEFAULT_PRODUCER};
 pub use topic::{canonical_topic_len, TopicName, MAX_TOPIC_LEN};
-pub use validate::{segment, validate, ValidationError, MAX_MESSAGE_ID_LEN, MAX_SEGMENT_LEN};
+pub use validate::{
+    segment, validate, validate_record_fields, ValidationError, MAX_MESSAGE_ID_LEN, MAX_SEGMENT_LEN,
+};
 pub use view::{Attributes, AttributesIter, EnvelopeView, HeaderView, ReadError};
 pub use wire::WireType;
 

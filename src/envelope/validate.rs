@@ -76,20 +76,12 @@ impl ValidationError {
 
 /// Checks a header against the envelope rules.
 pub fn validate(h: &(impl HeaderFields + ?Sized)) -> Result<(), ValidationError> {
-    let id = h.message_id();
-    if id.is_empty() {
-        return Err(ValidationError::EmptyMessageId);
-    }
-    if id.len() > MAX_MESSAGE_ID_LEN {
-        return Err(ValidationError::MessageIdTooLong { len: id.len() });
-    }
+    message_id_rule(h.message_id())?;
     segment("env", h.env())?;
     segment("source", h.source())?;
     segment("title", h.title())?;
     segment("category", h.category())?;
-    if h.schema_id() == 0 {
-        return Err(ValidationError::ZeroSchemaId);
-    }
+    schema_id_rule(h.schema_id())?;
     let len = canonical_topic_len(h);
     if len > MAX_TOPIC_LEN {
         return Err(ValidationError::TopicTooLong { len });
@@ -97,8 +89,48 @@ pub fn validate(h: &(impl HeaderFields + ?Sized)) -> Result<(), ValidationError>
     Ok(())
 }
 
+/// The rules on the fields that change from record to record (`message_id`,
+/// `schema_id`). The others (the four segments and the topic length) depend
+/// only on the stream, so a header whose stream already passed [`validate`]
+/// is fully checked by this; the router's plan cache relies on that. Errors
+/// come in the same order as from [`validate`].
+#[inline]
+pub fn validate_record_fields(h: &(impl HeaderFields + ?Sized)) -> Result<(), ValidationError> {
+    message_id_rule(h.message_id())?;
+    schema_id_rule(h.schema_id())
+}
+
+#[inline]
+fn message_id_rule(id: &[u8]) -> Result<(), ValidationError> {
+    match id.len() {
+        0 => Err(ValidationError::EmptyMessageId),
+        len if len > MAX_MESSAGE_ID_LEN => Err(ValidationError::MessageIdTooLong { len }),
+        _ => Ok(()),
+    }
+}
+
+#[inline]
+fn schema_id_rule(id: u32) -> Result<(), ValidationError> {
+    if id == 0 {
+        return Err(ValidationError::ZeroSchemaId);
+    }
+    Ok(())
+}
+
 /// Checks one topic segment: 1..=48 characters of `[A-Za-z0-9_-]`.
+#[inline]
 pub fn segment(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if (1..=MAX_SEGMENT_LEN).contains(&value.len()) && segment_bytes(value.as_bytes()) {
+        return Ok(());
+    }
+    segment_error(field, value)
+}
+
+/// The precise error for a segment the fast check refused (or `Ok` for a
+/// valid one: the two checks agree, this path only explains).
+#[cold]
+#[inline(never)]
+fn segment_error(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::EmptySegment { field });
     }
@@ -131,6 +163,72 @@ fn is_segment_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+/// Whether every byte is in `[A-Za-z0-9_-]`, eight bytes at a time
+/// (SWAR: each byte's high bit carries its verdict). Segments are short, so
+/// this replaces a per-byte loop of several compares with a few word
+/// operations; lengths under 8 are padded with a valid byte.
+#[inline]
+fn segment_bytes(b: &[u8]) -> bool {
+    const PAD: u8 = b'a';
+    let n = b.len();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0 => true,
+        1..=3 => segment_word(u64::from_le_bytes([
+            b[0],
+            b[n / 2],
+            b[n - 1],
+            PAD,
+            PAD,
+            PAD,
+            PAD,
+            PAD,
+        ])),
+        4..=7 => {
+            let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+            segment_word(u64::from(lo) | u64::from(hi) << 32)
+        }
+        _ => {
+            // Whole words, then one overlapping word for the tail.
+            let mut ok = true;
+            let mut at = 0;
+            while at + 8 <= n {
+                ok &= segment_word(word(at));
+                at += 8;
+            }
+            if at < n {
+                ok &= segment_word(word(n - 8));
+            }
+            ok
+        }
+    }
+}
+
+/// Whether all eight bytes of `x` are in `[A-Za-z0-9_-]`.
+#[inline(always)]
+fn segment_word(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if x & HIGH != 0 {
+        return false; // a non-ASCII byte
+    }
+    // For bytes below 0x80, these never carry or borrow across bytes:
+    // `ge` sets a byte's high bit iff byte >= lo, `le` iff byte <= hi.
+    let ge = |v: u64, lo: u8| v + ONES * u64::from(0x80 - lo);
+    let le = |v: u64, hi: u8| ONES * u64::from(0x80 + hi) - v;
+    let lower = x | (ONES * 0x20); // folds A-Z onto a-z, moves nothing else into a-z
+    let letter = ge(lower, b'a') & le(lower, b'z');
+    let digit = ge(x, b'0') & le(x, b'9');
+    let underscore = ge(x, b'_') & le(x, b'_');
+    let dash = ge(x, b'-') & le(x, b'-');
+    (letter | digit | underscore | dash) & HIGH == HIGH
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +245,27 @@ mod tests {
             schema_id: 7,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn word_check_agrees_with_the_byte_check_for_every_byte_at_every_position() {
+        for len in 1..=20usize {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'k'; len];
+                    v[at] = b;
+                    let want = v.iter().all(|&c| is_segment_byte(c));
+                    assert_eq!(segment_bytes(&v), want, "len {len}, byte {b:#04x} at {at}");
+                }
+            }
+        }
+        // Bytes that sit next to the accepted ranges, in every lane at once.
+        for b in [
+            b'/', b':', b'@', b'[', b'`', b'{', b',', b'.', b'^', 0x7f, 0x80, 0xff,
+        ] {
+            assert!(!segment_bytes(&[b; 8]), "{b:#04x}");
+        }
+        assert!(segment_bytes(b"AZaz09_-AZaz09_-x"));
     }
 
     #[test]

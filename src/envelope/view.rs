@@ -261,11 +261,17 @@ fn utf8<'a, E: Fail>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, E>
 }
 
 /// ASCII check tuned for short strings: two overlapping word loads cover
-/// 4..=16 bytes without a loop; longer strings use the standard check.
+/// 4..=16 bytes without a loop, whole words then one overlapping word up to
+/// 64 bytes; longer strings use the standard check.
 #[inline(always)]
 fn is_ascii(b: &[u8]) -> bool {
     const HIGH64: u64 = 0x8080_8080_8080_8080;
     let n = b.len();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
     match n {
         0 => true,
         1..=3 => (b[0] | b[n / 2] | b[n - 1]) < 0x80,
@@ -274,13 +280,15 @@ fn is_ascii(b: &[u8]) -> bool {
             let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
             (lo | hi) & 0x8080_8080 == 0
         }
-        8..=16 => {
-            let word = |at: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&b[at..at + 8]);
-                u64::from_le_bytes(w)
-            };
-            (word(0) | word(n - 8)) & HIGH64 == 0
+        8..=16 => (word(0) | word(n - 8)) & HIGH64 == 0,
+        17..=64 => {
+            let mut acc = word(n - 8);
+            let mut at = 0;
+            while at + 8 <= n {
+                acc |= word(at);
+                at += 8;
+            }
+            acc & HIGH64 == 0
         }
         _ => b.is_ascii(),
     }
@@ -563,7 +571,7 @@ mod tests {
 
     #[test]
     fn short_ascii_check_matches_std_at_every_length_and_position() {
-        for len in 0..40 {
+        for len in 0..80 {
             let clean = vec![b'a'; len];
             assert!(is_ascii(&clean), "len {len}");
             for at in 0..len {

@@ -11,7 +11,9 @@
 //! allocation.
 
 use super::template::{Template, TemplateError};
-use crate::envelope::{HeaderFields, MAX_TOPIC_LEN};
+use crate::envelope::{
+    validate, validate_record_fields, HeaderFields, ValidationError, MAX_TOPIC_LEN,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -226,12 +228,45 @@ impl StreamKey {
         }
     }
 
+    #[inline]
     fn is(&self, h: &(impl HeaderFields + ?Sized)) -> bool {
-        self.version == h.version()
-            && self.category == h.category()
-            && self.title == h.title()
-            && self.source == h.source()
-            && self.env == h.env()
+        let version = self.version == h.version();
+        version
+            & same(&self.category, h.category())
+            & same(&self.title, h.title())
+            & same(&self.source, h.source())
+            & same(&self.env, h.env())
+    }
+}
+
+/// String equality for short topic segments without a `memcmp` call: up to
+/// 32 bytes it compares two or four overlapping words (every cached lookup compares
+/// four segments, so the call overhead dominated).
+#[inline(always)]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let u32_at = |s: &[u8], at: usize| u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]);
+    let u64_at = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0 => true,
+        1..=3 => (a[0] == b[0]) & (a[n / 2] == b[n / 2]) & (a[n - 1] == b[n - 1]),
+        4..=7 => (u32_at(a, 0) == u32_at(b, 0)) & (u32_at(a, n - 4) == u32_at(b, n - 4)),
+        8..=16 => (u64_at(a, 0) == u64_at(b, 0)) & (u64_at(a, n - 8) == u64_at(b, n - 8)),
+        17..=32 => {
+            (u64_at(a, 0) == u64_at(b, 0))
+                & (u64_at(a, 8) == u64_at(b, 8))
+                & (u64_at(a, n - 16) == u64_at(b, n - 16))
+                & (u64_at(a, n - 8) == u64_at(b, n - 8))
+        }
+        _ => a == b,
     }
 }
 
@@ -347,6 +382,37 @@ impl Routes {
             if c.key.is(h) {
                 return c.plan.clone();
             }
+        }
+        self.plan_miss(hash, h)
+    }
+
+    /// Checks a header against the envelope rules and returns its stream's
+    /// plan. The rules on the stream's fields (segments, topic length) are
+    /// checked once, when the stream's plan is cached: a header whose stream
+    /// is in the cache (same bytes, compared in full) only has its
+    /// per-record fields checked. The result is the same as [`validate`]
+    /// followed by [`Routes::plan`].
+    #[inline]
+    pub fn validated_plan(
+        &mut self,
+        h: &(impl HeaderFields + ?Sized),
+    ) -> Result<Arc<StreamPlan>, ValidationError> {
+        let hash = stream_hash(h);
+        if let Some(c) = self.cache.get(&hash) {
+            if c.key.is(h) {
+                validate_record_fields(h)?;
+                return Ok(c.plan.clone());
+            }
+        }
+        validate(h)?;
+        Ok(self.plan_miss(hash, h))
+    }
+
+    /// Plans a stream missing from the cache (or colliding with a cached
+    /// one) and caches it when it is new.
+    #[cold]
+    fn plan_miss(&mut self, hash: u64, h: &(impl HeaderFields + ?Sized)) -> Arc<StreamPlan> {
+        if self.cache.contains_key(&hash) {
             // A 64-bit collision between two streams: plan without caching.
             return Arc::new(self.evaluate(h));
         }
@@ -429,6 +495,26 @@ impl Routes {
 }
 
 #[cfg(test)]
+mod same_tests {
+    use super::same;
+
+    #[test]
+    fn short_equality_matches_std_at_every_length_and_position() {
+        for len in 0..40usize {
+            let a: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            assert!(same(&a, &a.clone()), "len {len}");
+            for at in 0..len {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!same(&a, &b), "len {len}, differs at {at}");
+            }
+            assert!(!same(&a, &format!("{a}x")), "len {len} vs {}", len + 1);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::proto::Header;
@@ -467,6 +553,61 @@ mod tests {
   match: { source: glutton, category: "telemetry_*" }
   topic: "audit.{env}.{category}"
 "#;
+
+    #[test]
+    fn validated_plan_is_validate_then_plan() {
+        let mut r = routes(RULES, DefaultAction::Canonical);
+        let valid = || Header {
+            message_id: vec![1; 8].into(),
+            schema_id: 7,
+            ..h("prod", "glutton", "telemetry_x", 1)
+        };
+        // Each header twice: once as a new stream, once with its stream cached.
+        let cases: Vec<Header> = vec![
+            valid(),
+            Header {
+                message_id: Default::default(),
+                ..valid()
+            },
+            Header {
+                message_id: vec![1; 65].into(),
+                ..valid()
+            },
+            Header {
+                schema_id: 0,
+                ..valid()
+            },
+            Header {
+                env: "pr.od".into(),
+                ..valid()
+            },
+            Header {
+                category: "x".repeat(49),
+                ..valid()
+            },
+            Header {
+                title: "é".into(),
+                ..valid()
+            },
+            Header {
+                message_id: Default::default(),
+                env: "pr od".into(),
+                ..valid()
+            },
+            Header {
+                schema_id: 0,
+                source: String::new(),
+                ..valid()
+            },
+        ];
+        for header in cases.iter().chain(&cases) {
+            let want = validate(header).map(|()| r.plan(header).targets().to_vec());
+            let got = r.validated_plan(header).map(|p| p.targets().to_vec());
+            assert_eq!(got, want, "{header:?}");
+        }
+        // Only the valid stream was cached.
+        assert_eq!(r.cached_streams(), 1);
+    }
 
     #[test]
     fn fan_out_filters_and_defaults() {
