@@ -152,6 +152,41 @@ impl<'a> EnvelopeView<'a> {
         }
     }
 
+    /// The message id of a canonically encoded record (the header first, its
+    /// `message_id` first, lengths under 16 KiB), found without reading the
+    /// rest; `None` for any other layout. A hint only: the router uses it to
+    /// start loading the id's dedup slot before it reads the header. It checks
+    /// bounds, not the protobuf structure; [`EnvelopeView::read`] stays the
+    /// authority.
+    ///
+    /// ```
+    /// use envelope_router::envelope::{EnvelopeView, HeaderBuilder};
+    /// let header = HeaderBuilder::new()
+    ///     .env("prod").source("glutton").title("1234").category("match")
+    ///     .version(1).schema_id(7).message_id(b"id-1".to_vec())
+    ///     .build()?;
+    /// let record = header.to_envelope_bytes(b"opaque");
+    /// assert_eq!(EnvelopeView::peek_message_id(&record), Some(&b"id-1"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn peek_message_id(record: &'a [u8]) -> Option<&'a [u8]> {
+        // [0x0a, header length (1-2 bytes), 0x0a, id length (1 byte), id...]
+        let rest = match record {
+            [key, len, rest @ ..] if *key == keys::LEN_1 as u8 && *len < 0x80 => rest,
+            [key, l0, l1, rest @ ..] if *key == keys::LEN_1 as u8 && *l0 >= 0x80 && *l1 < 0x80 => {
+                rest
+            }
+            _ => return None,
+        };
+        match rest {
+            [key, len, id @ ..] if *key == keys::LEN_1 as u8 && *len < 0x80 => {
+                id.get(..usize::from(*len))
+            }
+            _ => None,
+        }
+    }
+
     /// The header fields.
     #[inline]
     pub fn header(&self) -> &HeaderView<'a> {
@@ -567,7 +602,52 @@ impl<'a> Iterator for AttributesIter<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_ascii;
+    use super::{is_ascii, EnvelopeView};
+    use crate::envelope::HeaderBuilder;
+
+    #[test]
+    fn peeked_id_is_the_read_id_for_every_encoder_layout() {
+        // 1- and 2-byte header lengths, ids of 1..=64 bytes.
+        for id_len in 1..=64usize {
+            for attrs in [0usize, 4, 40] {
+                let id: Vec<u8> = (0..id_len as u8).map(|b| b.wrapping_mul(37)).collect();
+                let mut b = HeaderBuilder::new()
+                    .env("prod")
+                    .source("glutton")
+                    .title("1234")
+                    .category("match")
+                    .version(1)
+                    .schema_id(7)
+                    .message_id(id.clone());
+                for a in 0..attrs {
+                    b = b.attribute(format!("key{a}"), "value");
+                }
+                let record = b.build().unwrap().to_envelope_bytes(b"payload");
+                let read = EnvelopeView::read(&record).unwrap();
+                let peeked = EnvelopeView::peek_message_id(&record);
+                assert_eq!(peeked, Some(read.header().message_id));
+                assert_eq!(peeked.unwrap().as_ptr(), read.header().message_id.as_ptr());
+                if attrs == 40 {
+                    assert!(record[1] >= 0x80, "a 2-byte header length is exercised");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn peek_declines_other_layouts_and_short_input() {
+        for record in [
+            &b""[..],
+            &[0x0a],
+            &[0x0a, 0x05],
+            &[0x0a, 0x05, 0x0a, 0x09, 1, 2], // id runs past the end
+            &[0x12, 0x00, 0x0a, 0x03, 0x0a, 0x01, 1], // payload first
+            &[0x0a, 0x03, 0x12, 0x01, b'p'], // env first
+            &[0x0a, 0x80, 0x80, 0x01],       // 3-byte header length
+        ] {
+            assert_eq!(EnvelopeView::peek_message_id(record), None, "{record:02x?}");
+        }
+    }
 
     #[test]
     fn short_ascii_check_matches_std_at_every_length_and_position() {

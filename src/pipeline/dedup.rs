@@ -72,6 +72,13 @@ impl DedupWindow {
         self.set.contains(fp)
     }
 
+    /// Starts loading the table line where `fp` would be probed, so an
+    /// [`DedupWindow::insert`] of it a little later finds it in cache.
+    #[inline]
+    pub fn prefetch(&self, fp: u64) {
+        self.set.prefetch(fp);
+    }
+
     /// Remembers a fingerprint that arrived at `now_s` (seconds on the
     /// router's clock). Returns `false` if it was already there.
     pub fn insert(&mut self, fp: u64, now_s: u32) -> bool {

@@ -105,6 +105,15 @@ impl Pipeline {
         }
         // Borrowed in place: the header is ~160 bytes, and each move of it
         // was a `memcpy` call on this path.
+        // With a million ids resident, the dedup probe below misses the cache
+        // (~40% of a record's time here). Producers put the id first, so it
+        // is found without reading the header: start loading its table line
+        // now, and it arrives while the header is read and the plan found.
+        let early = EnvelopeView::peek_message_id(record).map(|id| {
+            let fp = fingerprint(id);
+            dedup.prefetch(fp);
+            (id.as_ptr(), fp)
+        });
         let read = EnvelopeView::read(record);
         let header = match &read {
             Ok(view) => view.header(),
@@ -120,7 +129,12 @@ impl Pipeline {
         // the record is not published after all: it waits for the registry
         // (and is processed again), or it is dead-lettered (a producer that
         // fixes the cause and re-sends the same id must not be dropped).
-        let fp = fingerprint(header.message_id);
+        // The peeked id is the header's id when it is the same slice (a
+        // repeated field would make the reader keep a later one).
+        let fp = match early {
+            Some((at, fp)) if at == header.message_id.as_ptr() => fp,
+            _ => fingerprint(header.message_id),
+        };
         if !dedup.insert(fp, now_s) {
             return Verdict::Drop {
                 reason: Reason::Duplicate,
