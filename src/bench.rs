@@ -115,6 +115,8 @@ pub struct BenchReport {
 /// Latency of both sides at the same offered rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyReport {
+    /// Partitions of each side's input topic.
+    pub input_partitions: i32,
     /// The router.
     pub router: Latency,
     /// The bare relay.
@@ -431,8 +433,8 @@ impl BenchReport {
         if let Some(l) = &self.latency {
             writeln!(
                 out,
-                "\nlatency at {} records/s (send → read from the output topic, ms)",
-                l.router.rate
+                "\nlatency at {} records/s, {} input partitions (send → read from the output topic, ms)",
+                l.router.rate, l.input_partitions
             )?;
             writeln!(
                 out,
@@ -493,14 +495,24 @@ fn unix_micros() -> u64 {
 }
 
 /// Measures router and relay latency at `rate` records/s for `seconds`,
-/// each with its own empty input topic, payloads of `payload` bytes.
+/// each with its own empty input topic of `input_partitions` partitions,
+/// payloads of `payload` bytes.
+///
+/// On the mock cluster keep `input_partitions` small: its Fetch handler finds
+/// the requested offset by walking the partition's message sets one by one
+/// (librdkafka's `rd_kafka_mock_msgset_find`, marked FIXME there), and a
+/// partition keeps up to 5 MiB of them. Many partitions mean small batches,
+/// so many message sets per partition: a few seconds into 30k records/s over
+/// 8 partitions, that walk kept the mock's one thread busy (35% of the bench
+/// process's samples) and both sides' p99 grew past 75 ms.
 pub fn latency(
     opts: &BenchOptions,
     rate: u64,
     seconds: u64,
     payload: usize,
+    input_partitions: i32,
     progress: &mut impl Write,
-) -> anyhow::Result<(Latency, Latency)> {
+) -> anyhow::Result<LatencyReport> {
     let run_id = format!("{}-lat", std::process::id());
     let cluster = match &opts.bootstrap {
         Some(_) => None,
@@ -533,7 +545,7 @@ pub fn latency(
     let mut results = Vec::new();
     for side in ["router", "relay"] {
         let input = format!("bench.lat.{side}.{run_id}");
-        create(&input, opts.partitions)?;
+        create(&input, input_partitions)?;
         let config = dir.join(format!("{side}.yaml"));
         std::fs::write(
             &config,
@@ -600,7 +612,11 @@ pub fn latency(
     let _ = std::fs::remove_dir_all(&dir);
     let relay = results.pop().context("relay result")?;
     let router = results.pop().context("router result")?;
-    Ok((router, relay))
+    Ok(LatencyReport {
+        input_partitions,
+        router,
+        relay,
+    })
 }
 
 /// Sends probes until one comes out (the child has joined its group), then

@@ -99,6 +99,12 @@ enum Command {
         /// How long the latency run offers load.
         #[arg(long, default_value_t = 10)]
         latency_seconds: u64,
+        /// Partitions of the latency run's input topics. Few by default: the
+        /// mock cluster looks fetch offsets up by a linear walk over each
+        /// partition's message sets, and many small partitions make that
+        /// walk, not the router, the bottleneck (see BENCHMARKS.md).
+        #[arg(long, default_value_t = 2)]
+        latency_partitions: i32,
     },
     /// Run the whole pipeline on an embedded mock Kafka cluster and print a report.
     Demo {
@@ -259,6 +265,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             latency,
             latency_rate,
             latency_seconds,
+            latency_partitions,
         } => {
             let sizes = match payload.as_str() {
                 "mixed" => Sizes::LogUniform(200, 20_000),
@@ -293,14 +300,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     Sizes::Fixed(n) => n,
                     Sizes::LogUniform(..) => 1024,
                 };
-                let (router, relay) = bench::latency(
+                report.latency = Some(bench::latency(
                     &opts,
                     rate,
                     latency_seconds,
                     payload,
+                    latency_partitions,
                     &mut std::io::stderr(),
-                )?;
-                report.latency = Some(bench::LatencyReport { router, relay });
+                )?);
             }
             report.print(&mut std::io::stdout())?;
             if let Some(path) = json {
