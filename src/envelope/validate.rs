@@ -2,6 +2,7 @@
 //! produced) and the router (before a record is routed).
 
 use super::topic::{canonical_topic_len, MAX_TOPIC_LEN};
+use super::wire::{u32_at, u64_at};
 use super::HeaderFields;
 
 /// Longest allowed `message_id`, in bytes.
@@ -171,11 +172,6 @@ fn is_segment_byte(b: u8) -> bool {
 fn segment_bytes(b: &[u8]) -> bool {
     const PAD: u8 = b'a';
     let n = b.len();
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
     match n {
         0 => true,
         1..=3 => segment_word(u64::from_le_bytes([
@@ -188,21 +184,17 @@ fn segment_bytes(b: &[u8]) -> bool {
             PAD,
             PAD,
         ])),
-        4..=7 => {
-            let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
-            segment_word(u64::from(lo) | u64::from(hi) << 32)
-        }
+        4..=7 => segment_word(u64::from(u32_at(b, 0)) | u64::from(u32_at(b, n - 4)) << 32),
         _ => {
             // Whole words, then one overlapping word for the tail.
             let mut ok = true;
             let mut at = 0;
             while at + 8 <= n {
-                ok &= segment_word(word(at));
+                ok &= segment_word(u64_at(b, at));
                 at += 8;
             }
             if at < n {
-                ok &= segment_word(word(n - 8));
+                ok &= segment_word(u64_at(b, n - 8));
             }
             ok
         }

@@ -297,7 +297,10 @@ fn utf8<'a, E: Fail>(bytes: &'a [u8], field: &'static str) -> Result<&'a str, E>
 
 /// ASCII check tuned for short strings: two overlapping word loads cover
 /// 4..=16 bytes without a loop, whole words then one overlapping word up to
-/// 64 bytes; longer strings use the standard check.
+/// 64 bytes; longer strings use the standard check. It keeps its own word
+/// loader: with `wire::u64_at`/`u32_at`, which the segment check and the
+/// routing hash share, the header read took 28 more instructions per record
+/// (callgrind) inside the inlined parser.
 #[inline(always)]
 fn is_ascii(b: &[u8]) -> bool {
     const HIGH64: u64 = 0x8080_8080_8080_8080;

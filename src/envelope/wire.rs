@@ -294,6 +294,21 @@ fn varint_bytewise(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// The 4 bytes of `s` at `at`, little-endian (the word-at-a-time checks
+/// and the routing-cache hash load short strings this way).
+#[inline(always)]
+pub(crate) fn u32_at(s: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
+}
+
+/// The 8 bytes of `s` at `at`, little-endian.
+#[inline(always)]
+pub(crate) fn u64_at(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
 /// Appends `value` as a protobuf varint.
 #[inline]
 pub(crate) fn put_varint(mut value: u64, out: &mut impl bytes::BufMut) {

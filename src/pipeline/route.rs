@@ -12,7 +12,7 @@
 
 use super::template::{Template, TemplateError};
 use crate::envelope::{
-    validate, validate_record_fields, HeaderFields, ValidationError, MAX_TOPIC_LEN,
+    u32_at, u64_at, validate, validate_record_fields, HeaderFields, ValidationError, MAX_TOPIC_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -246,18 +246,6 @@ fn fold_bytes(acc: u64, b: &[u8]) -> u64 {
 fn mix(acc: u64, word: u64) -> u64 {
     let product = u128::from(acc ^ word) * 0x9e37_79b9_7f4a_7c15_u128;
     (product as u64) ^ (product >> 64) as u64
-}
-
-#[inline(always)]
-fn u32_at(s: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
-}
-
-#[inline(always)]
-fn u64_at(s: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&s[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 #[derive(Debug, PartialEq, Eq)]
