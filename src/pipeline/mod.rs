@@ -103,17 +103,17 @@ impl Pipeline {
                 ),
             );
         }
-        // Borrowed in place: the header is ~160 bytes, and each move of it
-        // was a `memcpy` call on this path.
-        // With a million ids resident, the dedup probe below misses the cache
-        // (~40% of a record's time here). Producers put the id first, so it
-        // is found without reading the header: start loading its table line
-        // now, and it arrives while the header is read and the plan found.
+        // With a million ids resident, the dedup probe below misses the
+        // cache. Producers put the id first, so it is found without reading
+        // the header: start loading its table line now, and it arrives while
+        // the header is read and the plan found.
         let early = EnvelopeView::peek_message_id(record).map(|id| {
             let fp = fingerprint(id);
             dedup.prefetch(fp);
             (id.as_ptr(), fp)
         });
+        // Borrowed in place: the header is ~160 bytes, and each move of it
+        // was a `memcpy` call on this path.
         let read = EnvelopeView::read(record);
         let header = match &read {
             Ok(view) => view.header(),

@@ -280,8 +280,8 @@ impl StreamKey {
 }
 
 /// String equality for short topic segments without a `memcmp` call: up to
-/// 32 bytes it compares two or four overlapping words (every cached lookup compares
-/// four segments, so the call overhead dominated).
+/// 32 bytes it compares two or four overlapping words. Every cached lookup
+/// compares four segments, so the call overhead dominated.
 #[inline(always)]
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
