@@ -412,12 +412,10 @@ impl Routes {
     /// The plan for a (validated) header's stream, from the cache when possible.
     pub fn plan(&mut self, h: &(impl HeaderFields + ?Sized)) -> Arc<StreamPlan> {
         let hash = stream_hash(h);
-        if let Some(c) = self.cache.get(&hash) {
-            if c.key.is(h) {
-                return c.plan.clone();
-            }
+        match self.cached(hash, h) {
+            Some(plan) => plan.clone(),
+            None => self.plan_miss(hash, h),
         }
-        self.plan_miss(hash, h)
     }
 
     /// Checks a header against the envelope rules and returns its stream's
@@ -432,14 +430,22 @@ impl Routes {
         h: &(impl HeaderFields + ?Sized),
     ) -> Result<Arc<StreamPlan>, ValidationError> {
         let hash = stream_hash(h);
-        if let Some(c) = self.cache.get(&hash) {
-            if c.key.is(h) {
-                validate_record_fields(h)?;
-                return Ok(c.plan.clone());
-            }
+        if let Some(plan) = self.cached(hash, h) {
+            validate_record_fields(h)?;
+            return Ok(plan.clone());
         }
         validate(h)?;
         Ok(self.plan_miss(hash, h))
+    }
+
+    /// The cached plan of `h`'s stream (`hash` is its [`stream_hash`]), if
+    /// the entry under that hash is for exactly this stream.
+    #[inline]
+    fn cached(&self, hash: u64, h: &(impl HeaderFields + ?Sized)) -> Option<&Arc<StreamPlan>> {
+        self.cache
+            .get(&hash)
+            .filter(|c| c.key.is(h))
+            .map(|c| &c.plan)
     }
 
     /// Plans a stream missing from the cache (or colliding with a cached
@@ -529,26 +535,6 @@ impl Routes {
 }
 
 #[cfg(test)]
-mod same_tests {
-    use super::same;
-
-    #[test]
-    fn short_equality_matches_std_at_every_length_and_position() {
-        for len in 0..40usize {
-            let a: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-            assert!(same(&a, &a.clone()), "len {len}");
-            for at in 0..len {
-                let mut b = a.clone().into_bytes();
-                b[at] = b'Z';
-                let b = String::from_utf8(b).unwrap();
-                assert!(!same(&a, &b), "len {len}, differs at {at}");
-            }
-            assert!(!same(&a, &format!("{a}x")), "len {len} vs {}", len + 1);
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::proto::Header;
@@ -587,6 +573,21 @@ mod tests {
   match: { source: glutton, category: "telemetry_*" }
   topic: "audit.{env}.{category}"
 "#;
+
+    #[test]
+    fn short_equality_matches_std_at_every_length_and_position() {
+        for len in 0..40usize {
+            let a: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            assert!(same(&a, &a.clone()), "len {len}");
+            for at in 0..len {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!same(&a, &b), "len {len}, differs at {at}");
+            }
+            assert!(!same(&a, &format!("{a}x")), "len {len} vs {}", len + 1);
+        }
+    }
 
     #[test]
     fn stream_hashes_spread() {
