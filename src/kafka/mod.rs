@@ -1,10 +1,16 @@
-//! The Kafka edge: the consume loop, librdkafka callbacks, per-partition
-//! state and the settlement ledger.
+//! The Kafka edge: startup and shutdown (`run`), the consume loop and its
+//! phases, librdkafka callbacks, per-partition state and the settlement
+//! ledger.
 
 pub mod context;
+mod event_loop;
+mod headers;
 pub mod ledger;
-pub mod router;
+mod retry;
+mod run;
+mod schema_wait;
 pub mod state;
 pub mod throttle;
+mod topics;
 
-pub use router::{consumer_config, producer_config, run, RunControl};
+pub use run::{consumer_config, producer_config, run, RunControl};

@@ -1,0 +1,358 @@
+//! The consume loop: the Kafka edge around [`Pipeline`].
+//!
+//! One thread owns the consumer and polls the producer, so librdkafka's
+//! callbacks (delivery reports, rebalances) run here too. Per iteration:
+//! consume a batch and act on each verdict without waiting for deliveries,
+//! serve delivery reports, resume partitions whose schema id was resolved,
+//! resend failed produces, store settled watermarks (auto-commit commits
+//! them), and housekeep dedup windows and gauges.
+
+use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
+use super::headers::{dead_letter_headers, mirror_headers};
+use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
+use super::state::{encode_opaque, RouterState};
+use crate::config::Config;
+use crate::pipeline::{Pipeline, Verdict};
+use crate::registry::{Resolver, SchemaCache};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Most records taken from the consumer per loop iteration.
+const BATCH: usize = 2048;
+/// How often settled watermarks are stored for auto-commit.
+const STORE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often dedup windows are expired and gauges refreshed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct Loop<'c, 'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) consumer: &'c BaseConsumer<ConsumerCtx>,
+    pub(super) producer: Arc<BaseProducer<ProducerCtx>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) pipeline: Pipeline,
+    pub(super) cache: Arc<SchemaCache>,
+    pub(super) resolver: Arc<Resolver>,
+    pub(super) admin: Option<Arc<AdminClient<DefaultClientContext>>>,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) started: Instant,
+    /// By `(slot, epoch)`, so a revoked assignment's backlog is never resumed.
+    pub(super) backlogs: HashMap<(usize, u16), Backlog<'c>>,
+    /// Partitions paused for backpressure, by `(topic, partition)`.
+    pub(super) paused: HashSet<(String, i32)>,
+    pub(super) known_topics: HashSet<Arc<str>>,
+    pub(super) resolved: (mpsc::Sender<u32>, mpsc::Receiver<u32>),
+}
+
+impl<'c> Loop<'c, '_> {
+    pub(super) fn run(&mut self, shutdown: &AtomicBool) {
+        let mut last_store = Instant::now();
+        let mut last_housekeeping = Instant::now();
+        while !shutdown.load(Ordering::Relaxed) {
+            let busy = self.shared.lock().in_flight() > 0;
+            let mut first_wait = if busy {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(50)
+            };
+            for _ in 0..BATCH {
+                match self.consumer.poll(first_wait) {
+                    Some(Ok(m)) => self.handle(m),
+                    Some(Err(e)) => {
+                        let e = e.to_string();
+                        if let Some(similar) = self.shared.failure_log.hit(&e) {
+                            tracing::warn!(error = e, similar, "consumer error");
+                        }
+                    }
+                    None => break,
+                }
+                first_wait = Duration::ZERO;
+            }
+            serve_deliveries(&self.producer, ProducerCtx::reports);
+            self.resume_resolved();
+            self.pause_long_waits();
+            self.resend_due();
+            if last_store.elapsed() >= STORE_INTERVAL {
+                self.store_offsets();
+                last_store = Instant::now();
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
+                self.housekeeping();
+                last_housekeeping = Instant::now();
+            }
+        }
+    }
+
+    /// A fresh record: process it, or queue it behind its partition's backlog.
+    pub(super) fn handle(&mut self, m: BorrowedMessage<'c>) {
+        let found = self.shared.lock().key_of(m.topic(), m.partition());
+        let Some(key) = found else {
+            // Not (or no longer) ours: it is not committed, its owner reads it.
+            tracing::debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "record of an unassigned partition skipped"
+            );
+            return;
+        };
+        self.shared.stats.record_in();
+        if let Some(b) = self.backlogs.get_mut(&key) {
+            b.queue.push_back(m);
+            if b.queue.len() == PAUSE_BACKLOG {
+                let (topic, partition) = (b.queue[0].topic().to_owned(), b.queue[0].partition());
+                self.pause(&topic, partition, "waiting for the schema registry");
+            }
+            return;
+        }
+        if let Err(WaitForSchema(id)) = self.process(&m, key) {
+            self.wait_for_schema(key, id, m);
+        }
+    }
+
+    /// Runs the pipeline on one record and acts on the verdict.
+    pub(super) fn process(
+        &mut self,
+        m: &BorrowedMessage<'c>,
+        (slot, epoch): (usize, u16),
+    ) -> Result<(), WaitForSchema> {
+        let record = m.payload().unwrap_or_default();
+        let now_s = self.started.elapsed().as_secs() as u32;
+        let arrived = Instant::now();
+        let mut state = self.shared.lock();
+        let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
+            return Ok(()); // revoked meanwhile
+        };
+        match self
+            .pipeline
+            .process(record, &mut p.dedup, now_s, &*self.cache)
+        {
+            Verdict::AwaitSchema(id) => Err(WaitForSchema(id)),
+            Verdict::Drop { reason, rule } => {
+                p.ledger.push(m.offset(), 0, arrived, None);
+                drop(state);
+                self.shared.stats.rejected(reason, rule.as_deref());
+                self.shared.stats.settled(None, None);
+                Ok(())
+            }
+            Verdict::DeadLetter { reason, detail } => {
+                let seq = p.ledger.push(m.offset(), 1, arrived, None);
+                drop(state);
+                self.shared.stats.rejected(reason, None);
+                tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
+                let headers = dead_letter_headers(m, reason, &detail);
+                let topic = self.cfg.dead_letter.topic.clone();
+                self.send(&topic, m, Some(headers), encode_opaque(slot, epoch, seq));
+                Ok(())
+            }
+            Verdict::Publish { header, plan } => {
+                let targets = plan.targets();
+                let seq = p.ledger.push(
+                    m.offset(),
+                    targets.len() as u32,
+                    arrived,
+                    header.event_time_ms,
+                );
+                drop(state);
+                self.shared.stats.routed();
+                let headers = if self.cfg.output.mirror_headers {
+                    Some(mirror_headers(m, &header))
+                } else {
+                    m.headers().map(|h| h.detach())
+                };
+                for t in targets {
+                    if !self.known_topics.contains(&t.topic) {
+                        self.ensure_topic(&t.topic);
+                    }
+                    self.send(
+                        &t.topic,
+                        m,
+                        headers.clone(),
+                        encode_opaque(slot, epoch, seq),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Enqueues one output; waits (serving deliveries) while librdkafka's
+    /// queue is full; a refused record goes to the retry queue.
+    pub(super) fn send(
+        &self,
+        topic: &str,
+        m: &BorrowedMessage<'_>,
+        headers: Option<OwnedHeaders>,
+        opaque: usize,
+    ) {
+        let payload = m.payload().unwrap_or_default();
+        let mut rec =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).payload(payload);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
+        self.enqueue(rec);
+    }
+
+    pub(super) fn enqueue(&self, mut rec: BaseRecord<'_, [u8], [u8], usize>) {
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, r)) => {
+                    self.shared.stats.delivery_error(r.topic, &e.to_string());
+                    if let Some(similar) = self.shared.failure_log.hit(r.topic) {
+                        tracing::warn!(topic = r.topic, error = %e, similar, "produce refused; the record will be sent again and its input partition waits");
+                    }
+                    let mut state = self.shared.lock();
+                    let attempts = state.failed_attempt(r.delivery_opaque, r.topic);
+                    state.retries.push(super::state::Retry {
+                        opaque: r.delivery_opaque,
+                        topic: r.topic.to_owned(),
+                        key: r.key.map(<[u8]>::to_vec),
+                        payload: r.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                        headers: r.headers,
+                        timestamp: r.timestamp,
+                        error: e.to_string(),
+                        attempts,
+                        due: Instant::now() + super::context::backoff(attempts),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn pause(&mut self, topic: &str, partition: i32, why: &str) {
+        if self.paused.insert((topic.to_owned(), partition)) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition);
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, topic, partition, "pause failed");
+            }
+            tracing::warn!(topic, partition, why, "partition paused");
+            self.shared.stats.paused_partitions(self.paused.len());
+        }
+    }
+
+    pub(super) fn resume(&mut self, topic: &str, partition: i32) {
+        if self.paused.remove(&(topic.to_owned(), partition)) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition);
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::warn!(error = %e, topic, partition, "resume failed");
+            }
+            tracing::info!(topic, partition, "partition resumed");
+            self.shared.stats.paused_partitions(self.paused.len());
+        }
+    }
+
+    /// Stores every moved watermark; librdkafka's auto-commit commits them.
+    pub(super) fn store_offsets(&self) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut state = self.shared.lock();
+            for (_, p) in state.partitions_mut() {
+                if let Some(next) = p.ledger.take_committable() {
+                    let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                tracing::warn!(error = %e, "storing offsets failed (partition revoked?)");
+            }
+        }
+    }
+
+    pub(super) fn housekeeping(&mut self) {
+        let now_s = self.started.elapsed().as_secs() as u32;
+        let ttl = self.cfg.dedup.window.as_secs() as u32;
+        let budget = self.cfg.dedup.max_entries;
+        let (entries, bytes) = {
+            let mut state = self.shared.lock();
+            let mut total = 0;
+            for (_, p) in state.partitions_mut() {
+                p.dedup.expire(now_s, ttl);
+                total += p.dedup.len();
+            }
+            // Over the instance budget: forget the oldest ids, spread over partitions.
+            while total > budget {
+                let mut evicted = false;
+                for (_, p) in state.partitions_mut() {
+                    if total > budget && p.dedup.evict_oldest() {
+                        total -= 1;
+                        evicted = true;
+                    }
+                }
+                if !evicted {
+                    break;
+                }
+            }
+            let bytes: usize = state.partitions().map(|(_, p)| p.dedup.heap_bytes()).sum();
+            // Forget backlogs of assignments that were revoked.
+            self.backlogs
+                .retain(|(slot, epoch), _| state.get(*slot).is_some_and(|p| p.epoch == *epoch));
+            self.paused.retain(|(t, p)| state.find(t, *p).is_some());
+            (total, bytes)
+        };
+        self.shared.stats.dedup(entries, bytes);
+        self.shared.stats.paused_partitions(self.paused.len());
+    }
+
+    /// Stops consuming, waits for deliveries (bounded), commits, returns.
+    pub(super) fn shutdown(&mut self) {
+        tracing::info!("shutting down: flushing deliveries and committing");
+        let deadline = Instant::now() + self.cfg.shutdown_timeout;
+        loop {
+            let (in_flight, retries) = {
+                let s = self.shared.lock();
+                (s.in_flight(), s.retries.len())
+            };
+            if in_flight == 0 && retries == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    in_flight,
+                    retries,
+                    "shutdown timeout: unsettled records are not committed and will be read again"
+                );
+                break;
+            }
+            self.producer.poll(Duration::from_millis(10));
+            self.resend_due();
+        }
+        self.store_offsets();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is reported as an error.
+            tracing::debug!(error = %e, "final commit");
+        }
+        let _ = self.producer.flush(Duration::from_secs(1));
+    }
+}
+
+pub(super) fn partition_of(state: &RouterState, opaque: usize) -> Option<(String, i32)> {
+    let (slot, epoch, _) = super::state::decode_opaque(opaque);
+    state
+        .get(slot)
+        .filter(|p| p.epoch == epoch)
+        .map(|p| (p.topic.to_string(), p.partition))
+}
