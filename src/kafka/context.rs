@@ -123,7 +123,9 @@ impl ProducerContext for ProducerCtx {
                     state.settle(opaque)
                 };
                 if let Some(s) = settled {
-                    let event_age = s.event_time_ms.map(|t| unix_ms() - t);
+                    // Producer-controlled: i64::MIN must not overflow here (a
+                    // panic inside a librdkafka callback aborts the process).
+                    let event_age = s.event_time_ms.map(|t| unix_ms().saturating_sub(t));
                     self.shared
                         .stats
                         .settled(Some(s.arrived.elapsed()), event_age);
@@ -262,6 +264,13 @@ impl ConsumerCtx {
             }
         }
         if commit.count() > 0 {
+            // Store what is committed: with auto-commit on, librdkafka
+            // commits a revoked partition's *stored* offset after this
+            // callback returns, and an older stored offset would overwrite
+            // this commit (the next owner would re-read the difference).
+            if let Err(e) = consumer.store_offsets(&commit) {
+                tracing::debug!(error = %e, "storing offsets on revoke");
+            }
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                 tracing::warn!(error = %e, "commit on revoke failed; the next owner may re-read settled records");
             }
