@@ -134,7 +134,9 @@ pub struct OutputConfig {
     /// Add `envelope.*` Kafka headers mirroring the envelope fields.
     #[serde(default)]
     pub mirror_headers: bool,
-    /// Records larger than this are dead-lettered as `too_large`.
+    /// Records larger than this are dead-lettered as `too_large`. The
+    /// producer's `message.max.bytes` is derived from it (plus
+    /// [`RECORD_OVERHEAD_BYTES`]) unless set under `kafka:`.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
 }
@@ -326,6 +328,17 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// Room the producer's `message.max.bytes` keeps above
+/// `output.max_record_bytes` for what a published record adds to its value:
+/// the key, the input's headers, the `envelope.*` mirrors or `dlq.*`
+/// headers, and the record and batch framing (librdkafka counts ~40 bytes
+/// per record, the broker 61 per batch). A record whose key and headers
+/// need more is dead-lettered as `output_rejected`.
+pub const RECORD_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// librdkafka's bounds for `message.max.bytes`.
+const MESSAGE_MAX_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1000..=1_000_000_000;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -425,7 +438,54 @@ impl Config {
         if self.dedup.window.as_secs() > u64::from(u32::MAX) {
             return Err("dedup.window is longer than 136 years".into());
         }
+        if self.schema.registry.unknown_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "schema.registry.unknown_ttl is {:?}; it must be at least 1s (a 404 must outlive the lookup that fetched it, and each unknown id costs a registry request per unknown_ttl)",
+                self.schema.registry.unknown_ttl
+            ));
+        }
+        self.check_record_sizes()
+    }
+
+    /// `output.max_record_bytes` against the producer's `message.max.bytes`.
+    fn check_record_sizes(&self) -> Result<(), String> {
+        let max = self.output.max_record_bytes;
+        let needed = max.saturating_add(RECORD_OVERHEAD_BYTES);
+        if max == 0 || needed > *MESSAGE_MAX_BYTES_RANGE.end() {
+            return Err(format!(
+                "output.max_record_bytes is {max}; it must be between 1 and {}",
+                MESSAGE_MAX_BYTES_RANGE.end() - RECORD_OVERHEAD_BYTES
+            ));
+        }
+        let Some(set) = self.producer_property("message.max.bytes") else {
+            return Ok(()); // derived: max_record_bytes + RECORD_OVERHEAD_BYTES
+        };
+        let set: usize = set
+            .parse()
+            .map_err(|_| format!("kafka message.max.bytes {set:?} is not a number"))?;
+        if set < needed {
+            return Err(format!(
+                "kafka message.max.bytes is {set}, but output.max_record_bytes ({max}) needs at least {needed} ({RECORD_OVERHEAD_BYTES} more for key, headers and framing): raise message.max.bytes, lower max_record_bytes, or leave message.max.bytes unset to derive it"
+            ));
+        }
         Ok(())
+    }
+
+    /// A property as the producer sees it (its own overrides first).
+    fn producer_property(&self, key: &str) -> Option<String> {
+        self.kafka
+            .producer
+            .get(key)
+            .or_else(|| self.kafka.common.get(key))
+            .map(ToString::to_string)
+    }
+
+    /// The producer's `message.max.bytes`: as set, or derived from
+    /// `output.max_record_bytes` plus [`RECORD_OVERHEAD_BYTES`].
+    pub fn producer_message_max_bytes(&self) -> usize {
+        self.producer_property("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.output.max_record_bytes + RECORD_OVERHEAD_BYTES)
     }
 
     /// librdkafka properties for one client: common ones, then the client's
@@ -579,6 +639,70 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bootstrap.servers"), "{e}");
+    }
+
+    #[test]
+    fn record_sizes_and_message_max_bytes_must_fit_together() {
+        let load = |extra: &str| {
+            Config::from_yaml(&format!("{MINIMAL}{extra}"), Path::new("c.yaml"), env)
+                .map_err(|e| e.to_string())
+        };
+        let c = load("").unwrap();
+        assert_eq!(
+            c.producer_message_max_bytes(),
+            1_000_000 + RECORD_OVERHEAD_BYTES,
+            "derived"
+        );
+        let c = load("output: {max_record_bytes: 5000}\n").unwrap();
+        assert_eq!(c.producer_message_max_bytes(), 5000 + RECORD_OVERHEAD_BYTES);
+        // Set by hand: must leave room for key, headers and framing.
+        let e = load("").map(|_| ()).and_then(|_| {
+            Config::from_yaml(
+                &MINIMAL.replace(
+                    "'localhost:9092'}",
+                    "'localhost:9092', message.max.bytes: 1000000}",
+                ),
+                Path::new("c.yaml"),
+                env,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        });
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.contains("message.max.bytes is 1000000")),
+            "{e:?}"
+        );
+        let c = Config::from_yaml(
+            &format!(
+                "{}output: {{max_record_bytes: 900000}}\n",
+                MINIMAL.replace(
+                    "'localhost:9092'}",
+                    "'localhost:9092', producer: {message.max.bytes: 2000000}}"
+                )
+            ),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.producer_message_max_bytes(), 2_000_000);
+        assert!(load("output: {max_record_bytes: 0}\n").is_err());
+        assert!(load("output: {max_record_bytes: 999999999}\n").is_err());
+    }
+
+    #[test]
+    fn unknown_ttl_below_a_second_is_refused() {
+        let e = Config::from_yaml(
+            &MINIMAL.replace(
+                "{file: schemas.yaml}",
+                "{file: schemas.yaml, unknown_ttl: 0s}",
+            ),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown_ttl"), "{e}");
     }
 
     #[test]

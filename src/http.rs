@@ -1,5 +1,6 @@
 //! The metrics and health endpoint: `/metrics` (Prometheus text format),
-//! `/health` (the process is up) and `/ready` (the router is consuming).
+//! `/health` (the process is up and no client hit a fatal error) and
+//! `/ready` (the router is consuming).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,7 +9,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Installs the Prometheus recorder for the `metrics` macros. Call once,
 /// before any metric is touched.
@@ -25,20 +26,27 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 struct AppState {
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    fatal: Arc<OnceLock<String>>,
 }
 
 /// Serves the endpoints on `listen` until the runtime stops; returns the
-/// bound address (useful with port 0).
+/// bound address (useful with port 0). `/health` answers 503 with the
+/// cause once `fatal` is set.
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    fatal: Arc<OnceLock<String>>,
 ) -> anyhow::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(render))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(readiness))
-        .with_state(AppState { metrics, ready });
+        .with_state(AppState {
+            metrics,
+            ready,
+            fatal,
+        });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (metrics.listen): {e}"))?;
@@ -53,6 +61,16 @@ pub async fn serve(
 
 async fn render(State(s): State<AppState>) -> String {
     s.metrics.render()
+}
+
+async fn health(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.fatal.get() {
+        Some(cause) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("fatal client error: {cause}\n"),
+        ),
+        None => (StatusCode::OK, "ok\n".into()),
+    }
 }
 
 async fn readiness(State(s): State<AppState>) -> (StatusCode, &'static str) {

@@ -183,8 +183,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let metrics = http::install_recorder()?;
             let ctl = RunControl::default();
             let done_at = exit_after_records.map(|n| stop_after(&ctl, n));
-            let addr =
-                runtime.block_on(http::serve(cfg.metrics.listen, metrics, ctl.ready.clone()))?;
+            let addr = runtime.block_on(http::serve(
+                cfg.metrics.listen,
+                metrics,
+                ctl.ready.clone(),
+                ctl.fatal.clone(),
+            ))?;
             tracing::info!(%addr, "metrics on /metrics, health on /health and /ready");
             let shutdown = ctl.shutdown.clone();
             runtime.spawn(async move {

@@ -30,8 +30,10 @@ pub struct Stats {
     reasons: [AtomicU64; Reason::ALL.len()],
     published: DashMap<Arc<str>, (AtomicU64, metrics::Counter)>,
     delivery_errors: AtomicU64,
+    dead_letters_unwritten: AtomicU64,
     paused: AtomicU64,
     assignments: AtomicU64,
+    longest_revoke_ms: AtomicU64,
 }
 
 fn reason_index(r: Reason) -> usize {
@@ -124,6 +126,18 @@ impl Stats {
             .increment(1);
     }
 
+    /// A record whose dead letter could not be written even without its
+    /// payload: settled without a copy (logged with its input coordinates).
+    pub fn dead_letter_unwritten(&self) {
+        self.dead_letters_unwritten.fetch_add(1, Relaxed);
+        counter!("envelope_router_dead_letters_unwritten_total").increment(1);
+    }
+
+    /// Records settled without any copy written (see [`Stats::dead_letter_unwritten`]).
+    pub fn dead_letters_unwritten(&self) -> u64 {
+        self.dead_letters_unwritten.load(Relaxed)
+    }
+
     /// Partitions paused for backpressure (registry outage, failing output).
     pub fn paused_partitions(&self, n: usize) {
         self.paused.store(n as u64, Relaxed);
@@ -147,6 +161,18 @@ impl Stats {
     pub fn assigned(&self) {
         self.assignments.fetch_add(1, Relaxed);
         counter!("envelope_router_assignments_total").increment(1);
+    }
+
+    /// A revoke finished (drained, committed, dropped state) after `took`.
+    pub fn revoked(&self, took: Duration) {
+        let ms = took.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.longest_revoke_ms.fetch_max(ms, Relaxed);
+        histogram!("envelope_router_revoke_seconds").record(took.as_secs_f64());
+    }
+
+    /// The longest revoke so far.
+    pub fn longest_revoke(&self) -> Duration {
+        Duration::from_millis(self.longest_revoke_ms.load(Relaxed))
     }
 
     /// Assignments received so far.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use envelope_router::envelope::HeaderFields;
 use envelope_router::pipeline::Reason;
@@ -274,11 +276,13 @@ fn health_readiness_and_metrics_endpoints() {
     use std::io::{Read, Write};
     let handle = envelope_router::http::install_recorder().unwrap();
     let ready = flag();
+    let fatal = Arc::new(std::sync::OnceLock::new());
     let addr = runtime()
         .block_on(envelope_router::http::serve(
             "127.0.0.1:0".parse().unwrap(),
             handle,
             ready.clone(),
+            fatal.clone(),
         ))
         .unwrap();
     let get = |path: &str| -> String {
@@ -296,6 +300,12 @@ fn health_readiness_and_metrics_endpoints() {
     assert!(get("/ready").starts_with("HTTP/1.1 503"));
     ready.store(true, Ordering::Relaxed);
     assert!(get("/ready").starts_with("HTTP/1.1 200"));
+    fatal.set("producer: test".to_owned()).unwrap();
+    let health = get("/health");
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("fatal client error: producer: test"),
+        "{health}"
+    );
     metrics::counter!("envelope_router_records_in_total").increment(3);
     let m = get("/metrics");
     assert!(m.contains("envelope_router_records_in_total 3"), "{m}");

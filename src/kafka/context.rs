@@ -6,8 +6,10 @@
 //!   commit their watermarks, drop their state, then let the rebalance go on.
 //! - Statistics: consumer lag per partition.
 
-use super::state::{Retry, RouterState};
+use super::failed_write::FailedWrite;
+use super::state::RouterState;
 use super::throttle::LogThrottle;
+use crate::config::TopicCreation;
 use crate::stats::Stats;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -16,9 +18,20 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The config the failure path needs.
+#[derive(Debug, Clone)]
+pub struct WriteSettings {
+    /// The dead-letter topic.
+    pub dead_letter_topic: String,
+    /// How output topics come to exist (decides what a missing one means).
+    pub create_topics: TopicCreation,
+    /// Whether published records carry `envelope.*` mirror headers.
+    pub mirror_headers: bool,
+}
 
 /// State shared by the loop and the callbacks.
 pub struct Shared {
@@ -30,6 +43,14 @@ pub struct Shared {
     pub drain_timeout: Duration,
     /// Limits per-record failure logs to one line per topic every 5 s.
     pub failure_log: LogThrottle,
+    /// What the failure path needs from the config.
+    pub settings: WriteSettings,
+    /// Set once a client hits a fatal error: the loop stops, and the
+    /// process exits non-zero (shared with `RunControl`).
+    pub fatal: Arc<OnceLock<String>>,
+    /// A client reported an error since the loop last checked whether
+    /// either client is in a fatal state.
+    pub client_error_seen: AtomicBool,
 }
 
 impl Shared {
@@ -39,9 +60,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stops the router for good: a client hit a fatal error. The first
+    /// cause is kept; the loop sees it on its next turn.
+    pub fn stop(&self, cause: String) {
+        if self.fatal.set(cause.clone()).is_ok() {
+            tracing::error!(
+                cause,
+                "fatal client error: the router stops and exits non-zero"
+            );
+        }
+    }
+
     /// Logs a librdkafka global error (broker down, transport failure...) at
-    /// most once per kind every 5 s: these repeat for as long as an outage lasts.
+    /// most once per kind every 5 s: these repeat for as long as an outage
+    /// lasts. A fatal error stops the router.
     pub fn client_error(&self, client: &str, error: &KafkaError, reason: &str) {
+        // rdkafka passes the underlying code, not whether it was fatal: the
+        // loop asks the clients (`fatal_error()`) on its next turn.
+        self.client_error_seen.store(true, Ordering::Relaxed);
         let kind = format!("{client}: {error}");
         if let Some(similar) = self.failure_log.hit(&kind) {
             tracing::error!(client, %error, reason, similar, "librdkafka error");
@@ -119,6 +155,7 @@ impl ProducerContext for ProducerCtx {
                 self.shared.stats.published(m.topic());
                 let settled = {
                     let mut state = self.shared.lock();
+                    state.write_done(opaque);
                     state.delivered(opaque, m.topic());
                     state.settle(opaque)
                 };
@@ -131,35 +168,18 @@ impl ProducerContext for ProducerCtx {
                         .settled(Some(s.arrived.elapsed()), event_age);
                 }
             }
-            Err((e, m)) => self.failed(e, m, opaque),
+            Err((e, m)) => self.shared.write_failed(
+                FailedWrite {
+                    opaque,
+                    topic: m.topic(),
+                    key: m.key(),
+                    payload: m.payload(),
+                    headers: m.headers().map(|h| h.detach()),
+                    timestamp: m.timestamp().to_millis(),
+                },
+                e,
+            ),
         }
-    }
-}
-
-impl ProducerCtx {
-    /// A produce failed after librdkafka's own retries: keep the record
-    /// unsettled and send it again later (the partition is paused meanwhile).
-    fn failed(&self, e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>, opaque: usize) {
-        self.shared.stats.delivery_error(m.topic(), &e.to_string());
-        let mut state = self.shared.lock();
-        if !state.is_current(opaque) {
-            return; // revoked meanwhile: the next owner reads the record again
-        }
-        let attempts = state.failed_attempt(opaque, m.topic());
-        if let Some(similar) = self.shared.failure_log.hit(m.topic()) {
-            tracing::warn!(topic = m.topic(), error = %e, attempts, similar, "produce failed; the record will be sent again and its input partition waits");
-        }
-        state.retries.push(Retry {
-            opaque,
-            topic: m.topic().to_owned(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers: m.headers().map(|h| h.detach()),
-            timestamp: m.timestamp().to_millis(),
-            error: e.to_string(),
-            attempts,
-            due: Instant::now() + backoff(attempts),
-        });
     }
 }
 
@@ -233,13 +253,17 @@ impl ConsumerCtx {
                 .filter_map(|e| state.find(e.topic(), e.partition()))
                 .collect()
         };
-        let deadline = Instant::now() + self.shared.drain_timeout;
+        let started = Instant::now();
+        let deadline = started + self.shared.drain_timeout;
+        // Writes in librdkafka can still settle records; writes parked for
+        // a retry cannot before the revoke ends: they are dropped with the
+        // assignment, uncommitted, and the next owner reads them again.
         let in_flight = || {
             let state = self.shared.lock();
             slots
                 .iter()
                 .filter_map(|s| state.get(*s))
-                .map(|p| p.ledger.in_flight())
+                .map(|p| p.outstanding)
                 .sum::<usize>()
         };
         if let Some(producer) = self.producer.get() {
@@ -278,6 +302,7 @@ impl ConsumerCtx {
         if left > 0 {
             tracing::warn!(records = left, "revoke timed out with records in flight; the next owner will process them again (duplicates possible)");
         }
-        tracing::info!(partitions = tpl.count(), "partitions revoked");
+        self.shared.stats.revoked(started.elapsed());
+        tracing::info!(partitions = tpl.count(), took = ?started.elapsed(), "partitions revoked");
     }
 }

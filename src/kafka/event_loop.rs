@@ -8,9 +8,10 @@
 //! them), and housekeep dedup windows and gauges.
 
 use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
+use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
-use super::state::{encode_opaque, RouterState};
+use super::state::encode_opaque;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -32,6 +33,10 @@ const BATCH: usize = 2048;
 const STORE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often dedup windows are expired and gauges refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest one loop turn waits in `send` for room in librdkafka's queue;
+/// once spent, writes are parked for a retry and the turn stops taking
+/// records, so signals and rebalance callbacks are served.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 
 pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
@@ -50,13 +55,24 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) paused: HashSet<(String, i32)>,
     pub(super) known_topics: HashSet<Arc<str>>,
     pub(super) resolved: (mpsc::Sender<u32>, mpsc::Receiver<u32>),
+    /// Set by a signal: drain, commit, return.
+    pub(super) shutdown: Arc<AtomicBool>,
+    /// librdkafka's queue size (`queue.buffering.max.messages`).
+    pub(super) queue_capacity: usize,
+    /// While the producer queue is nearly full: every assigned partition
+    /// is paused (as of this assignment count).
+    pub(super) throttled: Option<u64>,
+    /// What is left of this loop turn's [`QUEUE_FULL_WAIT`].
+    pub(super) queue_wait_left: std::cell::Cell<Duration>,
 }
 
 impl<'c> Loop<'c, '_> {
-    pub(super) fn run(&mut self, shutdown: &AtomicBool) {
+    pub(super) fn run(&mut self) {
         let mut last_store = Instant::now();
         let mut last_housekeeping = Instant::now();
-        while !shutdown.load(Ordering::Relaxed) {
+        while !self.stopping() {
+            self.queue_wait_left.set(QUEUE_FULL_WAIT);
+            self.throttle_on_full_queue();
             let busy = self.shared.lock().in_flight() > 0;
             let mut first_wait = if busy {
                 Duration::from_millis(1)
@@ -67,6 +83,11 @@ impl<'c> Loop<'c, '_> {
                 match self.consumer.poll(first_wait) {
                     Some(Ok(m)) => self.handle(m),
                     Some(Err(e)) => {
+                        if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                            self.check_fatal();
+                            self.shared.stop(format!("consumer: {e}"));
+                            break;
+                        }
                         let e = e.to_string();
                         if let Some(similar) = self.shared.failure_log.hit(&e) {
                             tracing::warn!(error = e, similar, "consumer error");
@@ -74,9 +95,15 @@ impl<'c> Loop<'c, '_> {
                     }
                     None => break,
                 }
+                if self.queue_wait_left.get().is_zero() {
+                    break; // the producer queue stayed full: serve the world
+                }
                 first_wait = Duration::ZERO;
             }
             serve_deliveries(&self.producer, ProducerCtx::reports);
+            if self.shared.client_error_seen.swap(false, Ordering::Relaxed) {
+                self.check_fatal();
+            }
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();
@@ -145,6 +172,7 @@ impl<'c> Loop<'c, '_> {
             }
             Verdict::DeadLetter { reason, detail } => {
                 let seq = p.ledger.push(m.offset(), 1, arrived, None);
+                p.outstanding += 1;
                 drop(state);
                 self.shared.stats.rejected(reason, None);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
@@ -161,6 +189,7 @@ impl<'c> Loop<'c, '_> {
                     arrived,
                     header.event_time_ms,
                 );
+                p.outstanding += targets.len();
                 drop(state);
                 self.shared.stats.routed();
                 let headers = if self.cfg.output.mirror_headers {
@@ -208,35 +237,96 @@ impl<'c> Loop<'c, '_> {
         self.enqueue(rec);
     }
 
+    /// Hands one write to librdkafka. While its queue is full, serves
+    /// delivery reports out of the loop turn's [`QUEUE_FULL_WAIT`] budget
+    /// (the loop pauses consumption before the queue fills, so this is
+    /// rare); a write still refused once the budget is spent, or refused
+    /// for any other reason, goes down the failure path (`failed_write.rs`):
+    /// parked for a retry, or a verdict.
     pub(super) fn enqueue(&self, mut rec: BaseRecord<'_, [u8], [u8], usize>) {
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if !self.queue_wait_left.get().is_zero() && !self.stopping() =>
+                {
                     rec = r;
-                    self.producer.poll(Duration::from_millis(5));
+                    let step = Duration::from_millis(5).min(self.queue_wait_left.get());
+                    self.producer.poll(step);
+                    self.queue_wait_left
+                        .set(self.queue_wait_left.get().saturating_sub(step));
                 }
                 Err((e, r)) => {
-                    self.shared.stats.delivery_error(r.topic, &e.to_string());
-                    if let Some(similar) = self.shared.failure_log.hit(r.topic) {
-                        tracing::warn!(topic = r.topic, error = %e, similar, "produce refused; the record will be sent again and its input partition waits");
-                    }
-                    let mut state = self.shared.lock();
-                    let attempts = state.failed_attempt(r.delivery_opaque, r.topic);
-                    state.retries.push(super::state::Retry {
+                    let failed = FailedWrite {
                         opaque: r.delivery_opaque,
-                        topic: r.topic.to_owned(),
-                        key: r.key.map(<[u8]>::to_vec),
-                        payload: r.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                        topic: r.topic,
+                        key: r.key,
+                        payload: r.payload,
                         headers: r.headers,
                         timestamp: r.timestamp,
-                        error: e.to_string(),
-                        attempts,
-                        due: Instant::now() + super::context::backoff(attempts),
-                    });
+                    };
+                    self.shared.write_failed(failed, &e);
                     return;
                 }
             }
+        }
+    }
+
+    /// Stops the router if either client is in a fatal state (an
+    /// idempotent producer that can no longer keep order, a fenced static
+    /// consumer...): every later call of that client would fail.
+    fn check_fatal(&self) {
+        let clients = [
+            ("producer", self.producer.client().fatal_error()),
+            ("consumer", self.consumer.client().fatal_error()),
+        ];
+        for (client, fatal) in clients {
+            if let Some((code, why)) = fatal {
+                self.shared.stop(format!("{client}: {code:?}: {why}"));
+            }
+        }
+    }
+
+    /// Whether the loop is on its way out (a signal, or a fatal error).
+    pub(super) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed) || self.shared.fatal.get().is_some()
+    }
+
+    /// Pauses every assigned partition while librdkafka's queue is nearly
+    /// full, and resumes them once it has drained to half: the loop keeps
+    /// turning (signals, rebalance callbacks, delivery reports) instead of
+    /// blocking in `send`.
+    fn throttle_on_full_queue(&mut self) {
+        let queued = self.producer.in_flight_count().max(0) as usize;
+        let high = self.queue_capacity - (self.queue_capacity / 4).min(4 * BATCH);
+        let assignments = self.shared.stats.assignments();
+        if queued >= high && self.throttled != Some(assignments) {
+            // (Again after a rebalance: new partitions start unpaused.)
+            if let Ok(tpl) = self.consumer.assignment() {
+                if let Err(e) = self.consumer.pause(&tpl) {
+                    tracing::warn!(error = %e, "pausing for a full producer queue failed");
+                }
+            }
+            if self.throttled.is_none() {
+                tracing::debug!(queued, "producer queue nearly full: consumption paused");
+            }
+            self.throttled = Some(assignments);
+        } else if self.throttled.is_some() && queued <= self.queue_capacity / 2 {
+            self.throttled = None;
+            let Ok(assigned) = self.consumer.assignment() else {
+                return;
+            };
+            let mut tpl = TopicPartitionList::new();
+            for e in assigned.elements() {
+                // Partitions paused for a reason of their own stay paused.
+                if !self.paused.contains(&(e.topic().to_owned(), e.partition())) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
+            }
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "resuming after a full producer queue failed");
+            }
+            tracing::debug!(queued, "producer queue drained: consumption resumed");
         }
     }
 
@@ -256,7 +346,9 @@ impl<'c> Loop<'c, '_> {
         if self.paused.remove(&(topic.to_owned(), partition)) {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(topic, partition);
-            if let Err(e) = self.consumer.resume(&tpl) {
+            if self.throttled.is_some() {
+                // The whole assignment resumes once the producer queue drains.
+            } else if let Err(e) = self.consumer.resume(&tpl) {
                 tracing::warn!(error = %e, topic, partition, "resume failed");
             }
             tracing::info!(topic, partition, "partition resumed");
@@ -319,26 +411,33 @@ impl<'c> Loop<'c, '_> {
 
     /// Stops consuming, waits for deliveries (bounded), commits, returns.
     pub(super) fn shutdown(&mut self) {
-        tracing::info!("shutting down: flushing deliveries and committing");
+        let fatal = self.shared.fatal.get().is_some();
+        tracing::info!(fatal, "shutting down: flushing deliveries and committing");
         let deadline = Instant::now() + self.cfg.shutdown_timeout;
         loop {
-            let (in_flight, retries) = {
+            // Writes in librdkafka settle or fail on their own; parked
+            // retries are worth sending again unless the producer is dead.
+            let (outstanding, retries) = {
                 let s = self.shared.lock();
-                (s.in_flight(), s.retries.len())
+                let outstanding: usize = s.partitions().map(|(_, p)| p.outstanding).sum();
+                (outstanding, if fatal { 0 } else { s.retries.len() })
             };
-            if in_flight == 0 && retries == 0 {
+            if outstanding == 0 && retries == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
-                    in_flight,
+                    outstanding,
                     retries,
                     "shutdown timeout: unsettled records are not committed and will be read again"
                 );
                 break;
             }
             self.producer.poll(Duration::from_millis(10));
-            self.resend_due();
+            if !fatal {
+                self.queue_wait_left.set(QUEUE_FULL_WAIT);
+                self.resend_due();
+            }
         }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -347,12 +446,4 @@ impl<'c> Loop<'c, '_> {
         }
         let _ = self.producer.flush(Duration::from_secs(1));
     }
-}
-
-pub(super) fn partition_of(state: &RouterState, opaque: usize) -> Option<(String, i32)> {
-    let (slot, epoch, _) = super::state::decode_opaque(opaque);
-    state
-        .get(slot)
-        .filter(|p| p.epoch == epoch)
-        .map(|p| (p.topic.to_string(), p.partition))
 }

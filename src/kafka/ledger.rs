@@ -100,6 +100,12 @@ impl Ledger {
         }
     }
 
+    /// The input offset of record `seq`, while it is unsettled.
+    pub fn offset_of(&self, seq: u64) -> Option<i64> {
+        let index = seq.checked_sub(self.base_seq)? as usize;
+        self.slots.get(index).map(|s| s.offset)
+    }
+
     /// The next offset to commit, if it moved since the last call.
     pub fn take_committable(&mut self) -> Option<i64> {
         if std::mem::take(&mut self.dirty) {
@@ -142,6 +148,7 @@ mod tests {
         let b = l.push(11, 0, now, None); // a duplicate: settled at once
         let c = l.push(13, 1, now, Some(5)); // offsets may have gaps
         assert_eq!(l.take_committable(), None, "offset 10 is not settled");
+        assert_eq!((l.offset_of(a), l.offset_of(c)), (Some(10), Some(13)));
         assert_eq!(
             l.settle(c),
             Some(Settled {

@@ -4,8 +4,10 @@
 
 pub mod context;
 mod event_loop;
+mod failed_write;
 mod headers;
 pub mod ledger;
+pub mod produce_error;
 mod retry;
 mod run;
 mod schema_wait;

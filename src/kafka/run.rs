@@ -8,7 +8,7 @@
 //! creation), `headers.rs` (dead-letter and mirror headers), `context.rs`
 //! (librdkafka callbacks), `state.rs` and `ledger.rs` (settlement).
 
-use super::context::{ConsumerCtx, ProducerCtx, Shared};
+use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::route::Routes;
@@ -37,6 +37,9 @@ pub struct RunControl {
     pub shutdown: Arc<AtomicBool>,
     /// True while the router is subscribed and consuming (for `/ready`).
     pub ready: Arc<AtomicBool>,
+    /// Set when a client hits a fatal error: `/health` answers 503 with
+    /// the cause, and [`run`] returns it as an error.
+    pub fatal: Arc<OnceLock<String>>,
 }
 
 /// Runs the router until `ctl.shutdown` is set, then drains, commits and
@@ -74,9 +77,21 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         stats: stats.clone(),
         drain_timeout: cfg.shutdown_timeout,
         failure_log: super::throttle::LogThrottle::new(Duration::from_secs(5)),
+        settings: WriteSettings {
+            dead_letter_topic: cfg.dead_letter.topic.clone(),
+            create_topics: cfg.output.create_topics,
+            mirror_headers: cfg.output.mirror_headers,
+        },
+        fatal: ctl.fatal.clone(),
+        client_error_seen: Default::default(),
     });
 
     let pc = producer_config(cfg);
+    let queue_capacity = pc
+        .get("queue.buffering.max.messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000usize)
+        .max(1);
     let producer: Arc<BaseProducer<ProducerCtx>> = Arc::new(
         pc.create_with_context(ProducerCtx::new(shared.clone()))
             .context("creating the producer")?,
@@ -122,14 +137,27 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         paused: HashSet::new(),
         known_topics: HashSet::new(),
         resolved: mpsc::channel(),
+        shutdown: ctl.shutdown.clone(),
+        queue_capacity,
+        throttled: None,
+        queue_wait_left: Default::default(),
     };
     router.ensure_topic(&cfg.dead_letter.topic);
     ctl.ready.store(true, Ordering::Relaxed);
-    router.run(&ctl.shutdown);
+    router.run();
     ctl.ready.store(false, Ordering::Relaxed);
+    // After a fatal error too: flush what can be flushed and commit the
+    // settled watermark, so a restart re-reads as little as possible.
     router.shutdown();
     drop(router);
-    drop(consumer); // leaves the group (revoke callback commits once more)
+    if consumer.client().fatal_error().is_some() {
+        // librdkafka's close of a consumer in a fatal state (fenced, say)
+        // waits for a group exit that never comes: skip it, the process is
+        // about to exit and the broker expires the member.
+        std::mem::forget(consumer);
+    } else {
+        drop(consumer); // leaves the group (revoke callback commits once more)
+    }
     let dropped_or_dead: u64 = Reason::ALL.iter().map(|r| stats.reason(*r)).sum();
     tracing::info!(
         records_in = stats.records_in(),
@@ -138,7 +166,10 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         delivery_errors = stats.delivery_errors(),
         "router stopped"
     );
-    Ok(())
+    match ctl.fatal.get() {
+        Some(cause) => anyhow::bail!("stopped on a fatal client error: {cause}"),
+        None => Ok(()),
+    }
 }
 
 /// The producer settings the router uses (the bench's bare relay uses the
@@ -149,6 +180,12 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000");
+    // Derived unless set: room for the largest record the router accepts
+    // plus its key, headers and framing (check-config refuses less).
+    pc.set(
+        "message.max.bytes",
+        cfg.producer_message_max_bytes().to_string(),
+    );
     for (k, v) in cfg.client_properties(&cfg.kafka.producer) {
         pc.set(k, v);
     }

@@ -2,11 +2,10 @@
 //! librdkafka's callbacks (which run on the loop's thread, inside `poll`).
 
 use super::ledger::{Ledger, Settled};
+use super::retry::RetryQueue;
 use crate::pipeline::dedup::DedupWindow;
-use rdkafka::message::OwnedHeaders;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// One assigned input partition.
 pub struct PartitionState {
@@ -21,28 +20,9 @@ pub struct PartitionState {
     pub ledger: Ledger,
     /// Dedup window (dropped on revoke).
     pub dedup: DedupWindow,
-}
-
-/// A produce that failed and must be sent again (the record stays unsettled).
-pub struct Retry {
-    /// Delivery opaque of the original send.
-    pub opaque: usize,
-    /// Output topic.
-    pub topic: String,
-    /// Record key.
-    pub key: Option<Vec<u8>>,
-    /// Record bytes (copied only on this failure path).
-    pub payload: Vec<u8>,
-    /// Kafka headers.
-    pub headers: Option<OwnedHeaders>,
-    /// Record timestamp.
-    pub timestamp: Option<i64>,
-    /// The last error.
-    pub error: String,
-    /// Sends so far.
-    pub attempts: u32,
-    /// Not before.
-    pub due: Instant,
+    /// Writes handed to librdkafka and not yet reported on: what a revoke
+    /// waits for (a parked retry cannot settle before the revoke ends).
+    pub outstanding: usize,
 }
 
 /// Everything the loop and the callbacks share.
@@ -50,8 +30,8 @@ pub struct Retry {
 pub struct RouterState {
     slots: Vec<Option<PartitionState>>,
     next_epoch: u16,
-    /// Failed produces waiting to be sent again.
-    pub retries: Vec<Retry>,
+    /// Failed writes waiting to be sent again.
+    pub retries: RetryQueue,
     /// Failed sends so far per (delivery opaque, output topic); kept apart
     /// from `retries`, whose entries leave the list when they are resent.
     attempts: HashMap<(usize, String), u32>,
@@ -81,6 +61,7 @@ impl RouterState {
             epoch: self.next_epoch,
             ledger: Ledger::default(),
             dedup: DedupWindow::default(),
+            outstanding: 0,
         };
         match self.slots.iter().position(Option::is_none) {
             Some(i) => {
@@ -102,7 +83,7 @@ impl RouterState {
             let (s, e, _) = decode_opaque(opaque);
             s == slot && e == state.epoch
         };
-        self.retries.retain(|r| !ours(r.opaque));
+        self.retries.drop_assignment(slot, state.epoch);
         self.attempts.retain(|(opaque, _), _| !ours(*opaque));
         Some(state)
     }
@@ -187,6 +168,31 @@ impl RouterState {
             .is_some_and(|p| p.epoch == epoch)
     }
 
+    /// The live assignment a delivery opaque belongs to, and the input
+    /// offset of its record.
+    pub fn source_of(&self, opaque: usize) -> Option<(&PartitionState, Option<i64>)> {
+        let (slot, epoch, seq32) = decode_opaque(opaque);
+        let p = self.get(slot).filter(|p| p.epoch == epoch)?;
+        Some((p, p.ledger.offset_of(widen(p.ledger_base(), seq32))))
+    }
+
+    /// A write of a live assignment is about to be handed to librdkafka.
+    pub fn write_started(&mut self, opaque: usize) {
+        let (slot, epoch, _) = decode_opaque(opaque);
+        if let Some(p) = self.get_mut(slot).filter(|p| p.epoch == epoch) {
+            p.outstanding += 1;
+        }
+    }
+
+    /// One write of a live assignment was reported on (delivered or failed),
+    /// or refused before it reached librdkafka.
+    pub fn write_done(&mut self, opaque: usize) {
+        let (slot, epoch, _) = decode_opaque(opaque);
+        if let Some(p) = self.get_mut(slot).filter(|p| p.epoch == epoch) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+        }
+    }
+
     /// Records in flight over all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions().map(|(_, p)| p.ledger.in_flight()).sum()
@@ -208,6 +214,7 @@ fn widen(base: u64, seq32: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn opaque_round_trips_and_widens_across_wraparound() {

@@ -26,11 +26,15 @@ pub enum Reason {
     Unrouted,
     /// The record is larger than `output.max_record_bytes`: dead-lettered.
     TooLarge,
+    /// An output topic refused the record for good (too large once key and
+    /// headers are counted, invalid record or timestamp...): dead-lettered,
+    /// with the error and the topic in `dlq.detail`.
+    OutputRejected,
 }
 
 impl Reason {
     /// All reasons, in report order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Duplicate,
         Reason::Filtered,
         Reason::Malformed,
@@ -39,6 +43,7 @@ impl Reason {
         Reason::SchemaSubjectMismatch,
         Reason::Unrouted,
         Reason::TooLarge,
+        Reason::OutputRejected,
     ];
 
     /// The snake_case code used in metrics labels and dead-letter headers.
@@ -52,6 +57,7 @@ impl Reason {
             Reason::SchemaSubjectMismatch => "schema_subject_mismatch",
             Reason::Unrouted => "unrouted",
             Reason::TooLarge => "too_large",
+            Reason::OutputRejected => "output_rejected",
         }
     }
 

@@ -146,6 +146,26 @@ impl RunningRouter {
         }
     }
 
+    /// Waits up to `timeout` for the router to return by itself (a fatal
+    /// error); `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<anyhow::Result<()>> {
+        let deadline = Instant::now() + timeout;
+        while !self.handle.as_ref()?.is_finished() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(self.handle.take()?.join().unwrap())
+    }
+
+    /// Sets the shutdown flag and waits up to `timeout` for the router to
+    /// drain, commit and return; false if it did not.
+    pub fn stop_within(&mut self, timeout: Duration) -> bool {
+        self.ctl.shutdown.store(true, Ordering::Relaxed);
+        self.wait_exit(timeout).is_some()
+    }
+
     /// Graceful stop: drain, commit, leave the group.
     pub fn stop(mut self) {
         self.ctl.shutdown.store(true, Ordering::Relaxed);
@@ -443,6 +463,84 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Output> {
     out
 }
 
+/// A 2-broker mock cluster in which broker 1 leads `raw` (4 partitions)
+/// and `dlq`, and broker 2 leads only `output` (1 partition): faults
+/// injected on broker 2 reach the router's writes and nothing else.
+pub struct SplitCluster {
+    owner: BaseProducer,
+    pub bootstrap: String,
+}
+
+impl SplitCluster {
+    pub fn new(output: &str) -> SplitCluster {
+        let owner: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "2")
+            .create()
+            .unwrap();
+        let bootstrap = {
+            let mock = owner.client().mock_cluster().unwrap();
+            for (topic, partitions, leader) in [("raw", 4, 1), ("dlq", 1, 1), (output, 1, 2)] {
+                mock.create_topic(topic, partitions, 1).unwrap();
+                for p in 0..partitions {
+                    mock.partition_leader(topic, p, Some(leader)).unwrap();
+                }
+            }
+            mock.bootstrap_servers()
+        };
+        SplitCluster { owner, bootstrap }
+    }
+
+    /// Broker 1 coordinates `group` (so taking broker 2 down leaves the
+    /// group alone).
+    pub fn coordinate(&self, group: &str) {
+        self.owner
+            .client()
+            .mock_cluster()
+            .unwrap()
+            .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+            .unwrap();
+    }
+
+    /// The next `count` requests of `api` to `broker` fail with `error`.
+    pub fn fail_requests(
+        &self,
+        broker: i32,
+        api: rdkafka::types::RDKafkaApiKey,
+        error: rdkafka::types::RDKafkaRespErr,
+        count: usize,
+    ) {
+        use rdkafka::bindings as rd;
+        // SAFETY: the mock cluster lives as long as `owner`; the variadic
+        // arguments are `count` pairs of (error code, round-trip time in ms).
+        unsafe {
+            let mc = rd::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
+            for _ in 0..count {
+                rd::rd_kafka_mock_broker_push_request_error_rtts(
+                    mc, broker, api as i16, 1, error, 0i32,
+                );
+            }
+        }
+    }
+
+    pub fn broker_down(&self, broker: i32) {
+        self.owner
+            .client()
+            .mock_cluster()
+            .unwrap()
+            .broker_down(broker)
+            .unwrap();
+    }
+
+    pub fn broker_up(&self, broker: i32) {
+        self.owner
+            .client()
+            .mock_cluster()
+            .unwrap()
+            .broker_up(broker)
+            .unwrap();
+    }
+}
+
 /// A mock cluster with the raw input topic.
 pub fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).unwrap();
@@ -454,4 +552,14 @@ pub fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::Defau
 /// Flag helper for tests that flip state from another thread.
 pub fn flag() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
+}
+
+/// Router logs in test output when `RUST_LOG` is set (e.g. `envelope_router=info`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
