@@ -316,7 +316,9 @@ fn default_backoff_min() -> Duration {
     Duration::from_millis(100)
 }
 fn default_backoff_max() -> Duration {
-    Duration::from_secs(10)
+    // One probe at a time during an outage (registry/mod.rs), so a short
+    // cap costs the registry little and output resumes soon after it does.
+    Duration::from_millis(500)
 }
 fn default_unknown_ttl() -> Duration {
     Duration::from_secs(30)

@@ -36,6 +36,16 @@ pub struct Stats {
     longest_revoke_ms: AtomicU64,
 }
 
+/// A bound on state a producer controls was reached (`what` names it);
+/// the state was trimmed and the counter says so.
+pub fn bound_reached(what: &'static str) {
+    counter!("envelope_router_bounds_reached_total", "bound" => what).increment(1);
+    tracing::warn!(
+        bound = what,
+        "a memory bound was reached; state was trimmed"
+    );
+}
+
 fn reason_index(r: Reason) -> usize {
     Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
 }

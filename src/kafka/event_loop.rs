@@ -375,6 +375,7 @@ impl<'c> Loop<'c, '_> {
     }
 
     pub(super) fn housekeeping(&mut self) {
+        self.cache.sweep_expired();
         let now_s = self.started.elapsed().as_secs() as u32;
         let ttl = self.cfg.dedup.window.as_secs() as u32;
         let budget = self.cfg.dedup.max_entries;

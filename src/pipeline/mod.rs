@@ -181,6 +181,11 @@ impl Pipeline {
         };
         match (&plan.subject, self.cfg.schema_mode) {
             (Some(subject), SchemaMode::Subject) if !info.subjects.contains(subject) => {
+                if schemas.refresh(header.schema_id) {
+                    // Registered under more subjects since it was fetched?
+                    self.known.remove(&header.schema_id);
+                    return Verdict::AwaitSchema(header.schema_id);
+                }
                 dead_letter(
                     Reason::SchemaSubjectMismatch,
                     format!(

@@ -30,6 +30,15 @@ pub trait SchemaLookup {
     /// Counts a hit the caller answered from its own memo of known ids
     /// (so the cache's hit metric still sees every record).
     fn memo_hit(&self) {}
+
+    /// In `subject` mode an id's subject list can grow (the same schema
+    /// registered under another subject keeps its id). Before a mismatch
+    /// becomes a verdict the caller asks for a fresh copy: `true` means the
+    /// cached entry was old enough to drop (so the next lookup misses and
+    /// the id is fetched again), `false` that it was fetched recently.
+    fn refresh(&self, _id: u32) -> bool {
+        false
+    }
 }
 
 /// How strictly schema ids are checked.

@@ -15,6 +15,23 @@ pub struct HttpRegistry {
     with_subjects: bool,
 }
 
+/// Confluent's error code for an unknown schema id.
+const SCHEMA_NOT_FOUND: u32 = 40403;
+/// Confluent's error code for an unknown subject.
+const SUBJECT_NOT_FOUND: u32 = 40401;
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error_code: u32,
+}
+
+/// The `error_code` of a Confluent error body, if the body is one.
+fn not_found_code(body: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|e| e.error_code)
+}
+
 #[derive(Deserialize)]
 struct SubjectVersion {
     subject: String,
@@ -48,13 +65,26 @@ impl HttpRegistry {
             .await
             .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
         let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
         let body = resp
             .bytes()
             .await
             .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return match not_found_code(&body) {
+                // The registry's own verdict: no such schema (or subject).
+                Some(SCHEMA_NOT_FOUND | SUBJECT_NOT_FOUND) => Ok(None),
+                // A gateway, a wrong base path, a proxy: not a verdict.
+                _ => {
+                    let url = format!("{}{path}", self.base);
+                    let body = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                    tracing::error!(%url, %body, "the schema registry URL answered 404 without a Confluent not-found error code (40403/40401): treated as an outage, records wait; is schema.registry.url right?");
+                    Err(RegistryError::Status {
+                        status: 404,
+                        body: format!("{url}: {body}"),
+                    })
+                }
+            };
+        }
         if !status.is_success() {
             return Err(RegistryError::Status {
                 status: status.as_u16(),
@@ -84,5 +114,25 @@ impl HttpRegistry {
         Ok(Some(SchemaInfo {
             subjects: versions.into_iter().map(|v| v.subject).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_confluent_not_found_codes_are_verdicts() {
+        assert_eq!(
+            not_found_code(br#"{"error_code":40403,"message":"Schema not found"}"#),
+            Some(SCHEMA_NOT_FOUND)
+        );
+        assert_eq!(
+            not_found_code(br#"{"error_code":40401,"message":"Subject not found"}"#),
+            Some(SUBJECT_NOT_FOUND)
+        );
+        assert_eq!(not_found_code(b"<html>404 Not Found</html>"), None);
+        assert_eq!(not_found_code(b""), None);
+        assert_eq!(not_found_code(br#"{"error_code":50001}"#), Some(50001));
     }
 }

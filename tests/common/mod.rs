@@ -37,17 +37,20 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 pub const UP: u8 = 0;
 /// Answers 503 to everything.
 pub const DOWN: u8 = 1;
+/// Answers 404 with an HTML body, as a gateway or a wrong base path does.
+pub const GATEWAY_404: u8 = 2;
 
 /// An in-process schema registry speaking the Confluent REST API.
 pub struct TestRegistry {
     pub url: String,
     pub health: Arc<AtomicU8>,
     pub requests: Arc<AtomicU64>,
+    subjects: Arc<std::sync::RwLock<HashMap<u32, Vec<String>>>>,
 }
 
 #[derive(Clone)]
 struct RegistryState {
-    subjects: Arc<HashMap<u32, Vec<String>>>,
+    subjects: Arc<std::sync::RwLock<HashMap<u32, Vec<String>>>>,
     health: Arc<AtomicU8>,
     requests: Arc<AtomicU64>,
 }
@@ -56,11 +59,11 @@ impl TestRegistry {
     /// Serves `ids` (id → subjects) on an ephemeral localhost port.
     pub fn start(ids: &[(u32, &[&str])]) -> TestRegistry {
         let state = RegistryState {
-            subjects: Arc::new(
+            subjects: Arc::new(std::sync::RwLock::new(
                 ids.iter()
                     .map(|(id, s)| (*id, s.iter().map(|s| s.to_string()).collect()))
                     .collect(),
-            ),
+            )),
             health: Arc::new(AtomicU8::new(UP)),
             requests: Arc::new(AtomicU64::new(0)),
         };
@@ -77,16 +80,29 @@ impl TestRegistry {
             url: format!("http://{addr}"),
             health: state.health,
             requests: state.requests,
+            subjects: state.subjects,
         }
+    }
+
+    /// Registers `id` under `subject` too (an id's subject list can grow).
+    pub fn register(&self, id: u32, subject: &str) {
+        self.subjects
+            .write()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .push(subject.to_owned());
     }
 }
 
-fn check(s: &RegistryState, id: u32) -> Result<&Vec<String>, (StatusCode, String)> {
+fn check(s: &RegistryState, id: u32) -> Result<Vec<String>, (StatusCode, String)> {
     s.requests.fetch_add(1, Ordering::Relaxed);
-    if s.health.load(Ordering::Relaxed) == DOWN {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "down for the test".into()));
+    match s.health.load(Ordering::Relaxed) {
+        DOWN => return Err((StatusCode::SERVICE_UNAVAILABLE, "down for the test".into())),
+        GATEWAY_404 => return Err((StatusCode::NOT_FOUND, "<html>404 Not Found</html>".into())),
+        _ => {}
     }
-    s.subjects.get(&id).ok_or((
+    s.subjects.read().unwrap().get(&id).cloned().ok_or((
         StatusCode::NOT_FOUND,
         r#"{"error_code":40403,"message":"Schema not found"}"#.into(),
     ))
