@@ -34,7 +34,14 @@ pub struct Stats {
     paused: AtomicU64,
     assignments: AtomicU64,
     longest_revoke_ms: AtomicU64,
+    topic_bound_reached: std::sync::atomic::AtomicBool,
 }
+
+/// Most output topics with their own metric series; the rest are counted
+/// under [`OTHER_TOPICS`].
+pub const MAX_TOPIC_SERIES: usize = 10_000;
+/// The `topic` label of output topics past [`MAX_TOPIC_SERIES`].
+pub const OTHER_TOPICS: &str = "_other";
 
 /// A bound on state a producer controls was reached (`what` names it);
 /// the state was trimmed and the counter says so.
@@ -98,6 +105,7 @@ impl Stats {
             entry.1.increment(1);
             return;
         }
+        let topic = self.topic_label(topic);
         let c = counter!("envelope_router_records_out_total", "topic" => topic.to_string());
         c.increment(1);
         self.published
@@ -105,6 +113,20 @@ impl Stats {
             .or_insert_with(|| (AtomicU64::new(0), c))
             .0
             .fetch_add(1, Relaxed);
+    }
+
+    /// `topic` as a metric label: itself while fewer than
+    /// [`MAX_TOPIC_SERIES`] topics have series, then [`OTHER_TOPICS`]
+    /// (topic names come from producers' headers; every label set is kept
+    /// by the exporter for good).
+    fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
+        if self.published.contains_key(topic) || self.published.len() < MAX_TOPIC_SERIES {
+            return topic;
+        }
+        if !self.topic_bound_reached.swap(true, Relaxed) {
+            bound_reached("topic_series");
+        }
+        OTHER_TOPICS
     }
 
     /// Every output of a record was acknowledged (or it was dropped).
@@ -129,9 +151,10 @@ impl Stats {
         }
     }
 
-    /// A produce failed and will be retried.
+    /// A write failed (retried, dead-lettered or given up: `failed_write.rs`).
     pub fn delivery_error(&self, topic: &str, error: &str) {
         self.delivery_errors.fetch_add(1, Relaxed);
+        let topic = self.topic_label(topic);
         counter!("envelope_router_delivery_errors_total", "topic" => topic.to_owned(), "error" => error.to_owned())
             .increment(1);
     }
@@ -223,6 +246,11 @@ impl Stats {
     /// Produce errors seen (each was retried).
     pub fn delivery_errors(&self) -> u64 {
         self.delivery_errors.load(Relaxed)
+    }
+
+    /// Output topics with their own series (at most [`MAX_TOPIC_SERIES`] + 1).
+    pub fn topic_series(&self) -> usize {
+        self.published.len()
     }
 
     /// Acknowledged records per output topic, sorted by topic.

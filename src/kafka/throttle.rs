@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Most keys remembered; past it the throttle starts over.
+const MAX_KEYS: usize = 10_000;
+
 /// At most one log line per key per `every`.
 pub struct LogThrottle {
     every: Duration,
@@ -29,6 +32,9 @@ impl LogThrottle {
 
     fn hit_at(&self, key: &str, now: Instant) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_KEYS && !seen.contains_key(key) {
+            seen.clear(); // keys are topics producers name: stay bounded
+        }
         match seen.get_mut(key) {
             Some((last, held)) if now.duration_since(*last) < self.every => {
                 *held += 1;

@@ -6,11 +6,20 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use std::sync::Arc;
 
+/// Most output topics remembered as created.
+pub const MAX_KNOWN_TOPICS: usize = 100_000;
+
 impl Loop<'_, '_> {
     /// Creates an output topic through the admin API (in the background) the
     /// first time it is used; with `broker`/`none` creation only records it.
     pub(super) fn ensure_topic(&mut self, topic: &str) {
         let topic: Arc<str> = topic.into();
+        if self.known_topics.len() >= MAX_KNOWN_TOPICS && !self.known_topics.contains(&topic) {
+            // Producers name the topics: start over rather than grow (a
+            // topic seen again is asked for again; "exists" is harmless).
+            self.known_topics.clear();
+            crate::stats::bound_reached("known_topics");
+        }
         if !self.known_topics.insert(topic.clone()) {
             return;
         }

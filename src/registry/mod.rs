@@ -105,7 +105,8 @@ impl SchemaCache {
         }
     }
 
-    fn store(&self, id: u32, verdict: Option<SchemaInfo>) {
+    /// Records the registry's answer for `id` (`None`: not registered).
+    pub fn store(&self, id: u32, verdict: Option<SchemaInfo>) {
         let now = Instant::now();
         let entry = match verdict {
             Some(info) => Entry::Known {
