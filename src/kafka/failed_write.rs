@@ -96,7 +96,7 @@ impl Shared {
                 drop(state);
                 if let Some(similar) = self.failure_log.hit(w.topic) {
                     if class == Class::NeedsOperator {
-                        tracing::error!(topic = w.topic, error = %error, attempts, similar, "output blocked until an operator acts (grant access or create the topic); the record will be sent again and its input partition waits");
+                        tracing::error!(topic = w.topic, error = %error, attempts, similar, "produce failed: output blocked until an operator acts (grant access or create the topic); the record will be sent again and its input partition waits");
                     } else {
                         tracing::warn!(topic = w.topic, error = %error, attempts, similar, "produce failed; the record will be sent again and its input partition waits");
                     }

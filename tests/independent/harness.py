@@ -354,8 +354,8 @@ class Router:
             "input": {"topics": [input_topic], "group_id": group},
             "output": output,
             "dead_letter": {"topic": "dead-letter"},
-            "schema": {"registry": {"url": registry_url, "timeout": "1s",
-                                    "retry_backoff_min": "50ms", "retry_backoff_max": "500ms"}},
+            # The registry's backoff is what a new user gets (the defaults).
+            "schema": {"registry": {"url": registry_url, "timeout": "1s"}},
             "routes": [],
             "default_route": "canonical",
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
