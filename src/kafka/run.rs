@@ -198,10 +198,6 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("group.id", &cfg.input.group_id)
         .set("auto.offset.reset", "earliest")
-        // Incremental rebalancing: a member joining or leaving moves only
-        // the partitions that change owner; the others keep being consumed
-        // and are not revoked (no drain, no commit race, no re-reads).
-        .set("partition.assignment.strategy", "cooperative-sticky")
         // Settled work is committed within a second: what a crash or a
         // rebalance can make the next owner read again stays small.
         .set("auto.commit.interval.ms", "1000")
