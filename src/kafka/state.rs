@@ -135,12 +135,24 @@ impl RouterState {
     /// Applies one acknowledgement; `None` when it was not the record's last
     /// output or the report is stale.
     pub fn settle(&mut self, opaque: usize) -> Option<Settled> {
+        let (p, seq) = self.live_mut(opaque)?;
+        p.ledger.settle(seq)
+    }
+
+    /// The live assignment a delivery opaque belongs to, with the record's
+    /// full sequence number; `None` for a revoked (stale) assignment.
+    fn live(&self, opaque: usize) -> Option<(&PartitionState, u64)> {
         let (slot, epoch, seq32) = decode_opaque(opaque);
-        let p = self.get_mut(slot)?;
-        if p.epoch != epoch {
-            return None;
-        }
-        p.ledger.settle(widen(p.ledger_base(), seq32))
+        let p = self.get(slot).filter(|p| p.epoch == epoch)?;
+        Some((p, widen(p.ledger_base(), seq32)))
+    }
+
+    /// [`RouterState::live`], mutably.
+    fn live_mut(&mut self, opaque: usize) -> Option<(&mut PartitionState, u64)> {
+        let (slot, epoch, seq32) = decode_opaque(opaque);
+        let p = self.get_mut(slot).filter(|p| p.epoch == epoch)?;
+        let seq = widen(p.ledger_base(), seq32);
+        Some((p, seq))
     }
 
     /// Counts one more failed send of a record to `topic`; returns the count
@@ -159,27 +171,16 @@ impl RouterState {
         }
     }
 
-    /// Whether a delivery opaque belongs to a live assignment.
-    pub fn is_current(&self, opaque: usize) -> bool {
-        let (slot, epoch, _) = decode_opaque(opaque);
-        self.slots
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|p| p.epoch == epoch)
-    }
-
     /// The live assignment a delivery opaque belongs to, and the input
     /// offset of its record.
     pub fn source_of(&self, opaque: usize) -> Option<(&PartitionState, Option<i64>)> {
-        let (slot, epoch, seq32) = decode_opaque(opaque);
-        let p = self.get(slot).filter(|p| p.epoch == epoch)?;
-        Some((p, p.ledger.offset_of(widen(p.ledger_base(), seq32))))
+        let (p, seq) = self.live(opaque)?;
+        Some((p, p.ledger.offset_of(seq)))
     }
 
     /// A write of a live assignment is about to be handed to librdkafka.
     pub fn write_started(&mut self, opaque: usize) {
-        let (slot, epoch, _) = decode_opaque(opaque);
-        if let Some(p) = self.get_mut(slot).filter(|p| p.epoch == epoch) {
+        if let Some((p, _)) = self.live_mut(opaque) {
             p.outstanding += 1;
         }
     }
@@ -187,8 +188,7 @@ impl RouterState {
     /// One write of a live assignment was reported on (delivered or failed),
     /// or refused before it reached librdkafka.
     pub fn write_done(&mut self, opaque: usize) {
-        let (slot, epoch, _) = decode_opaque(opaque);
-        if let Some(p) = self.get_mut(slot).filter(|p| p.epoch == epoch) {
+        if let Some((p, _)) = self.live_mut(opaque) {
             p.outstanding = p.outstanding.saturating_sub(1);
         }
     }
