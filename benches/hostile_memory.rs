@@ -112,7 +112,7 @@ fn main() {
         mib(LIVE.load(Relaxed) - before),
         cache.unknown_len()
     );
-    if let Some(rss) = envelope_router::procstat::peak_rss_bytes() {
+    if let Some(rss) = envelope_router::bench::procstat::peak_rss_bytes() {
         println!("peak RSS of this process: {:.1} MiB", mib(rss as usize));
     }
 }

@@ -49,6 +49,17 @@ pub struct Config {
     /// How long a shutdown or partition revoke may take to flush and commit.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Consume loops in this process, each with its own consumer (in the
+    /// same group) and producer; a partition belongs to one loop at a time.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+/// Most consume loops one process may run.
+pub const MAX_WORKERS: usize = 64;
+
+fn default_workers() -> usize {
+    1
 }
 
 /// A librdkafka property value (YAML scalars are passed on as strings).
@@ -435,6 +446,12 @@ impl Config {
             return Err(format!(
                 "dead_letter.topic {:?} is also an input topic",
                 self.dead_letter.topic
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(format!(
+                "workers is {}; it must be between 1 and {MAX_WORKERS}",
+                self.workers
             ));
         }
         if self.dedup.window.as_secs() > u64::from(u32::MAX) {

@@ -5,11 +5,11 @@
 //! records), the real router, and a closing table that checks every input
 //! record is accounted for against what the generator knows it sent.
 
+use crate::bench::workload::{self, Expected, Shape};
 use crate::config::Config;
 use crate::kafka::{self, RunControl};
 use crate::pipeline::Reason;
 use crate::producer::EnvelopeProducerBuilder;
-use crate::workload::{self, Expected, Shape};
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -79,7 +79,7 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
         "envelope-router.dead-letter",
         &registry,
         "broker",
-        None,
+        &Default::default(),
     );
     let cfg = Config::from_yaml(&yaml, std::path::Path::new("<demo>"), |v| {
         std::env::var(v).ok()

@@ -34,15 +34,9 @@ pub mod inspect;
 pub mod kafka;
 #[cfg(feature = "router")]
 pub mod pipeline;
-#[cfg(feature = "router")]
-pub mod procstat;
 #[cfg(feature = "producer")]
 pub mod producer;
 #[cfg(feature = "router")]
 pub mod registry;
 #[cfg(feature = "router")]
-pub mod relay;
-#[cfg(feature = "router")]
 pub mod stats;
-#[cfg(feature = "router")]
-pub mod workload;

@@ -4,10 +4,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use envelope_router::bench::workload::{Shape, Sizes};
+use envelope_router::bench::{self, procstat, relay};
 use envelope_router::config::{is_secret_property, Config, LogFormat};
 use envelope_router::kafka::{self, RunControl};
-use envelope_router::workload::{Shape, Sizes};
-use envelope_router::{bench, demo, http, inspect, procstat, relay};
+use envelope_router::{demo, http, inspect};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -37,19 +38,22 @@ enum Command {
         #[arg(long, hide = true)]
         summary: bool,
     },
-    /// Bare relay for `bench`: copy the config's input topics to one topic unchanged.
+    /// A ceiling for `bench`: copy the config's input topics unchanged to
+    /// one topic (bare relay) or to each record's routed topics (`--routing`).
     #[command(hide = true)]
     Relay {
         #[arg(short, long)]
         config: PathBuf,
-        #[arg(long)]
-        output: String,
+        #[arg(long, required_unless_present = "routing")]
+        output: Option<String>,
+        #[arg(long, conflicts_with = "output")]
+        routing: bool,
         #[arg(long)]
         group: String,
         #[arg(long)]
         exit_after: u64,
     },
-    /// Measure end-to-end throughput of the router against a bare relay on the same data.
+    /// Measure end-to-end throughput of the router against two relays on the same data.
     Bench {
         /// Records in the workload.
         #[arg(long, default_value_t = 100_000)]
@@ -58,7 +62,7 @@ enum Command {
         #[arg(long, default_value = "mixed")]
         payload: String,
         /// Input partitions (raised on the mock cluster when retention needs more).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 128)]
         partitions: i32,
         /// Duplicates per 10 000 records.
         #[arg(long, default_value_t = 1000)]
@@ -73,8 +77,20 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         output_partitions: i32,
         /// Brokers of the embedded mock cluster.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 1)]
         brokers: i32,
+        /// Runs of each side (interleaved); the report gives median, min and max.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Router worker loops (`workers` in the config).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// librdkafka consumer property for all sides, as key=value (repeatable).
+        #[arg(long = "consumer-property", short = 'C', value_parser = parse_property)]
+        consumer_properties: Vec<(String, String)>,
+        /// librdkafka producer property for all sides, as key=value (repeatable).
+        #[arg(long = "producer-property", short = 'P', value_parser = parse_property)]
+        producer_properties: Vec<(String, String)>,
         /// Brokers to use instead of the embedded mock cluster.
         #[arg(long)]
         bootstrap: Option<String>,
@@ -219,6 +235,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         "active_s": active,
                         "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
                         "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+                        "loop": s.profile().0,
+                        "producer": s.profile().1,
                     })
                 );
             }
@@ -233,21 +251,28 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Relay {
             config,
             output,
+            routing,
             group,
             exit_after,
         } => {
             let mut cfg = Config::load(&config)?;
             init_logging(cfg.log.format, &cfg.log.level);
             cfg.input.group_id = group;
-            let s = relay::run(&cfg, &output, exit_after, child_timeout())?;
+            let mode = match output {
+                Some(output) if !routing => relay::Mode::Bare { output },
+                _ => relay::Mode::Routing,
+            };
+            let s = relay::run(&cfg, &mode, exit_after, child_timeout())?;
             println!(
                 "{}",
                 serde_json::json!({
                     "records": s.records,
+                    "writes": s.writes,
                     "bytes": s.bytes,
                     "active_s": s.active_s,
                     "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
                     "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+                    "producer": s.producer,
                 })
             );
             Ok(ExitCode::SUCCESS)
@@ -261,6 +286,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
             malformed,
             output_partitions,
             brokers,
+            runs,
+            workers,
+            consumer_properties,
+            producer_properties,
             bootstrap,
             json,
             quick,
@@ -294,11 +323,15 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 timeout,
                 output_partitions,
                 brokers,
+                runs: if quick { 1 } else { runs },
+                workers,
+                consumer: consumer_properties,
+                producer: producer_properties,
             };
             let mut report = bench::run(&opts, &mut std::io::stderr())?;
             if latency || latency_rate.is_some() {
                 let rate = latency_rate
-                    .unwrap_or((report.router.msgs_per_s / 2.0) as u64)
+                    .unwrap_or((report.router.msgs_per_s.median / 2.0) as u64)
                     .max(1);
                 let payload = match sizes {
                     Sizes::Fixed(n) => n,

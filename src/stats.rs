@@ -2,11 +2,12 @@
 //! metric and the in-process tally (read by the demo table and tests)
 //! together, so names cannot drift and every count has its metric.
 
+use crate::kafka::profile::{LoopProfile, ProducerDigest};
 use crate::pipeline::Reason;
 use dashmap::DashMap;
 use metrics::{counter, gauge, histogram};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Metric handles registered on first use (after the recorder is installed),
@@ -19,6 +20,27 @@ struct Handles {
     reasons: [OnceLock<metrics::Counter>; Reason::ALL.len()],
 }
 
+/// XXH3 with a per-process random seed, for maps keyed by label values
+/// (topic names come from producers): a few ns per lookup instead of
+/// SipHash's ~25, and still not predictable from outside.
+#[derive(Clone)]
+pub struct LabelHasher(xxhash_rust::xxh3::Xxh3Builder);
+
+impl Default for LabelHasher {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u64);
+        LabelHasher(xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed))
+    }
+}
+
+impl std::hash::BuildHasher for LabelHasher {
+    type Hasher = xxhash_rust::xxh3::Xxh3;
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
+
 /// Counters of one router instance.
 #[derive(Default)]
 pub struct Stats {
@@ -28,13 +50,17 @@ pub struct Stats {
     routed: AtomicU64,
     settled: AtomicU64,
     reasons: [AtomicU64; Reason::ALL.len()],
-    published: DashMap<Arc<str>, (AtomicU64, metrics::Counter)>,
+    published: DashMap<Arc<str>, (AtomicU64, metrics::Counter), LabelHasher>,
+    filtered: DashMap<Arc<str>, metrics::Counter, LabelHasher>,
     delivery_errors: AtomicU64,
     dead_letters_unwritten: AtomicU64,
     paused: AtomicU64,
     assignments: AtomicU64,
     longest_revoke_ms: AtomicU64,
     topic_bound_reached: std::sync::atomic::AtomicBool,
+    profile: Mutex<(Vec<LoopProfile>, ProducerDigest)>,
+    /// Per consume loop: paused partitions, dedup entries, dedup bytes.
+    workers: Mutex<Vec<[u64; 3]>>,
 }
 
 /// Most output topics with their own metric series; the rest are counted
@@ -58,6 +84,42 @@ fn reason_index(r: Reason) -> usize {
 }
 
 impl Stats {
+    /// Consume loop `worker` stopped: keeps its phase profile.
+    pub fn loop_profile(&self, worker: usize, p: &LoopProfile) {
+        let mut all = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        if all.0.len() <= worker {
+            all.0.resize(worker + 1, LoopProfile::default());
+        }
+        all.0[worker].merge(p);
+    }
+
+    /// Each stopped consume loop's phase profile, by worker.
+    pub fn loop_profiles(&self) -> Vec<LoopProfile> {
+        self.profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// A producer's statistics report (`statistics.interval.ms`).
+    pub fn producer_statistics(&self, s: &rdkafka::statistics::Statistics) {
+        self.profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .absorb(s);
+    }
+
+    /// The consume loops' phase profile (all workers together) and the
+    /// producer statistics digest.
+    pub fn profile(&self) -> (LoopProfile, ProducerDigest) {
+        let all = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        let mut merged = LoopProfile::default();
+        all.0.iter().for_each(|p| merged.merge(p));
+        (merged, all.1.clone())
+    }
+
     /// A record was read from an input topic.
     #[inline]
     pub fn record_in(&self) {
@@ -80,11 +142,16 @@ impl Stats {
         let i = reason_index(reason);
         self.reasons[i].fetch_add(1, Relaxed);
         match (reason, rule) {
-            // Per-rule label: looked up by name (filters are not the hot path
-            // of a lake router; the label set is the rule names).
-            (Reason::Filtered, Some(rule)) => {
-                counter!("envelope_router_filtered_total", "route" => rule.to_owned()).increment(1)
-            }
+            // Per-rule label: the rule names come from the config, so the
+            // map of their counters is bounded.
+            (Reason::Filtered, Some(rule)) => match self.filtered.get(rule) {
+                Some(c) => c.increment(1),
+                None => {
+                    let c = counter!("envelope_router_filtered_total", "route" => rule.to_owned());
+                    c.increment(1);
+                    self.filtered.insert(rule.into(), c);
+                }
+            },
             (r, _) => self.handles.reasons[i]
                 .get_or_init(|| {
                     if r.is_dead_letter() {
@@ -171,16 +238,30 @@ impl Stats {
         self.dead_letters_unwritten.load(Relaxed)
     }
 
-    /// Partitions paused for backpressure (registry outage, failing output).
-    pub fn paused_partitions(&self, n: usize) {
-        self.paused.store(n as u64, Relaxed);
-        gauge!("envelope_router_paused_partitions").set(n as f64);
+    /// Partitions paused for backpressure (registry outage, failing
+    /// output) by consume loop `worker`; the gauge is the process total.
+    pub fn paused_partitions(&self, worker: usize, n: usize) {
+        let total = self.per_worker(worker, |w| w[0] = n as u64, 0);
+        self.paused.store(total, Relaxed);
+        gauge!("envelope_router_paused_partitions").set(total as f64);
     }
 
-    /// Dedup memory.
-    pub fn dedup(&self, entries: usize, bytes: usize) {
+    /// Dedup memory of consume loop `worker`; the gauges are process totals.
+    pub fn dedup(&self, worker: usize, entries: usize, bytes: usize) {
+        let entries = self.per_worker(worker, |w| w[1] = entries as u64, 1);
+        let bytes = self.per_worker(worker, |w| w[2] = bytes as u64, 2);
         gauge!("envelope_router_dedup_entries").set(entries as f64);
         gauge!("envelope_router_dedup_bytes").set(bytes as f64);
+    }
+
+    /// Updates one worker's gauge values and returns the total of field `i`.
+    fn per_worker(&self, worker: usize, set: impl FnOnce(&mut [u64; 3]), i: usize) -> u64 {
+        let mut all = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() <= worker {
+            all.resize(worker + 1, [0; 3]);
+        }
+        set(&mut all[worker]);
+        all.iter().map(|w| w[i]).sum()
     }
 
     /// Consumer lag of one input partition (from librdkafka statistics).

@@ -428,3 +428,45 @@ fn mirror_headers_and_inspect_from_a_topic() {
         assert!(v.get("error").is_none());
     }
 }
+
+#[test]
+fn two_workers_split_the_partitions_and_keep_dedup() {
+    let kafka = cluster(4);
+    let bootstrap = kafka.bootstrap_servers();
+    let registry = TestRegistry::start(&[(1, &[])]);
+    let cfg = config(&bootstrap, "workers", &registry.url, "workers: 2");
+    // Keyed by message id, so a re-sent id lands in its first copy's
+    // partition, which one worker owns.
+    let inputs = match_inputs(400, 64);
+    produce(&bootstrap, "raw", &inputs);
+    produce(&bootstrap, "raw", &inputs[..100]);
+    let router = RunningRouter::start(&cfg);
+    router.wait_settled(500, Duration::from_secs(60));
+    wait_committed(&bootstrap, "workers", "raw", 500);
+    let stats = router.ctl.stats.clone();
+    router.stop();
+
+    assert_eq!(stats.records_in(), 500);
+    assert_eq!(stats.reason(Reason::Duplicate), 100, "re-sent ids dropped");
+    let per_worker: Vec<u64> = stats.loop_profiles().iter().map(|p| p.records).collect();
+    eprintln!("records per worker: {per_worker:?}");
+    assert_eq!(per_worker.len(), 2);
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "both workers were given partitions: {per_worker:?}"
+    );
+    assert_eq!(
+        per_worker.iter().sum::<u64>(),
+        500,
+        "each record read by one worker"
+    );
+    let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
+    let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+    for o in &out {
+        *counts.entry(o.value.clone()).or_default() += 1;
+    }
+    assert_eq!(out.len(), 400, "each record published once");
+    for i in &inputs {
+        assert_eq!(counts.get(&i.value), Some(&1));
+    }
+}

@@ -51,6 +51,8 @@ pub struct Shared {
     /// A client reported an error since the loop last checked whether
     /// either client is in a fatal state.
     pub client_error_seen: AtomicBool,
+    /// Which consume loop of the process this is (`workers`), from 0.
+    pub worker: usize,
 }
 
 impl Shared {
@@ -142,6 +144,10 @@ pub fn serve_deliveries<C: ProducerContext>(
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.shared.client_error("producer", &error, reason);
+    }
+
+    fn stats(&self, stats: Statistics) {
+        self.shared.stats.producer_statistics(&stats);
     }
 }
 

@@ -10,6 +10,7 @@
 use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
+use super::profile::{LoopProfile, TurnTimes};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
 use crate::config::Config;
@@ -70,7 +71,9 @@ impl<'c> Loop<'c, '_> {
     pub(super) fn run(&mut self) {
         let mut last_store = Instant::now();
         let mut last_housekeeping = Instant::now();
+        let mut profile = LoopProfile::default();
         while !self.stopping() {
+            let turn_start = Instant::now();
             self.queue_wait_left.set(QUEUE_FULL_WAIT);
             self.throttle_on_full_queue();
             let busy = self.shared.lock().in_flight() > 0;
@@ -79,9 +82,25 @@ impl<'c> Loop<'c, '_> {
             } else {
                 Duration::from_millis(50)
             };
-            for _ in 0..BATCH {
-                match self.consumer.poll(first_wait) {
-                    Some(Ok(m)) => self.handle(m),
+            let mut t = TurnTimes::default();
+            let mut records = 0u64;
+            let mut idle = false;
+            let mut queue_full = false;
+            let mut mark = Instant::now();
+            let upkeep_before = mark - turn_start;
+            for i in 0..BATCH {
+                let polled = self.consumer.poll(first_wait);
+                if i == 0 {
+                    let now = Instant::now();
+                    t.wait = now - mark;
+                    mark = now;
+                    idle = polled.is_none();
+                }
+                match polled {
+                    Some(Ok(m)) => {
+                        records += 1;
+                        self.handle(m)
+                    }
                     Some(Err(e)) => {
                         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
                             self.check_fatal();
@@ -96,11 +115,16 @@ impl<'c> Loop<'c, '_> {
                     None => break,
                 }
                 if self.queue_wait_left.get().is_zero() {
+                    queue_full = true;
                     break; // the producer queue stayed full: serve the world
                 }
                 first_wait = Duration::ZERO;
             }
+            let now = Instant::now();
+            t.process = now - mark;
             serve_deliveries(&self.producer, ProducerCtx::reports);
+            let served = Instant::now();
+            t.deliveries = served - now;
             if self.shared.client_error_seen.swap(false, Ordering::Relaxed) {
                 self.check_fatal();
             }
@@ -115,7 +139,13 @@ impl<'c> Loop<'c, '_> {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
             }
+            t.upkeep = upkeep_before + served.elapsed();
+            if profile.records > 0 || records > 0 {
+                // From the first record on: the group join is not waiting.
+                profile.turn(&t, records, idle, queue_full);
+            }
         }
+        self.shared.stats.loop_profile(self.shared.worker, &profile);
     }
 
     /// A fresh record: process it, or queue it behind its partition's backlog.
@@ -338,7 +368,9 @@ impl<'c> Loop<'c, '_> {
                 tracing::warn!(error = %e, topic, partition, "pause failed");
             }
             tracing::warn!(topic, partition, why, "partition paused");
-            self.shared.stats.paused_partitions(self.paused.len());
+            self.shared
+                .stats
+                .paused_partitions(self.shared.worker, self.paused.len());
         }
     }
 
@@ -352,7 +384,9 @@ impl<'c> Loop<'c, '_> {
                 tracing::warn!(error = %e, topic, partition, "resume failed");
             }
             tracing::info!(topic, partition, "partition resumed");
-            self.shared.stats.paused_partitions(self.paused.len());
+            self.shared
+                .stats
+                .paused_partitions(self.shared.worker, self.paused.len());
         }
     }
 
@@ -378,7 +412,8 @@ impl<'c> Loop<'c, '_> {
         self.cache.sweep_expired();
         let now_s = self.started.elapsed().as_secs() as u32;
         let ttl = self.cfg.dedup.window.as_secs() as u32;
-        let budget = self.cfg.dedup.max_entries;
+        // The instance budget, shared evenly by the process's loops.
+        let budget = self.cfg.dedup.max_entries.div_ceil(self.cfg.workers.max(1));
         let (entries, bytes) = {
             let mut state = self.shared.lock();
             let mut total = 0;
@@ -406,8 +441,10 @@ impl<'c> Loop<'c, '_> {
             self.paused.retain(|(t, p)| state.find(t, *p).is_some());
             (total, bytes)
         };
-        self.shared.stats.dedup(entries, bytes);
-        self.shared.stats.paused_partitions(self.paused.len());
+        self.shared.stats.dedup(self.shared.worker, entries, bytes);
+        self.shared
+            .stats
+            .paused_partitions(self.shared.worker, self.paused.len());
     }
 
     /// Stops consuming, waits for deliveries (bounded), commits, returns.

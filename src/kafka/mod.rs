@@ -8,6 +8,7 @@ mod failed_write;
 mod headers;
 pub mod ledger;
 pub mod produce_error;
+pub mod profile;
 mod retry;
 mod run;
 mod schema_wait;

@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseProducer;
 use rdkafka::ClientConfig;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -45,24 +45,14 @@ pub struct RunControl {
 /// Runs the router until `ctl.shutdown` is set, then drains, commits and
 /// returns. Blocks the calling thread; `runtime` hosts registry lookups and
 /// admin calls.
+///
+/// With `workers: N` the process runs N consume loops, each on its own
+/// thread with its own consumer (all in the group) and producer; they share
+/// the schema cache, the resolver, the admin client and the metrics. The
+/// group gives each partition to one consumer, so each partition's records,
+/// dedup window and settlement stay in one loop, as with one worker.
 pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
-    let stats = ctl.stats.clone();
     let subject_mode = cfg.schema.mode == SchemaMode::Subject;
-    let subject = subject_mode
-        .then(|| Template::parse(&cfg.schema.subject_template))
-        .transpose()
-        .context("schema.subject_template")?;
-    let routes = Routes::new(
-        &cfg.routes,
-        cfg.default_route,
-        &cfg.output.topic_template,
-        subject,
-    )?;
-    let pipeline = Pipeline::new(PipelineConfig {
-        routes,
-        schema_mode: cfg.schema.mode,
-        max_record_bytes: cfg.output.max_record_bytes,
-    });
     let cache = Arc::new(SchemaCache::new(cfg.schema.registry.unknown_ttl));
     let registry = Registry::from_config(&cfg.schema.registry, subject_mode)?;
     let resolver = Resolver::new(
@@ -71,42 +61,6 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         &cfg.schema.registry,
         runtime.clone(),
     );
-
-    let shared = Arc::new(Shared {
-        state: Default::default(),
-        stats: stats.clone(),
-        drain_timeout: cfg.shutdown_timeout,
-        failure_log: super::throttle::LogThrottle::new(Duration::from_secs(5)),
-        settings: WriteSettings {
-            dead_letter_topic: cfg.dead_letter.topic.clone(),
-            create_topics: cfg.output.create_topics,
-            mirror_headers: cfg.output.mirror_headers,
-        },
-        fatal: ctl.fatal.clone(),
-        client_error_seen: Default::default(),
-    });
-
-    let pc = producer_config(cfg);
-    let queue_capacity = pc
-        .get("queue.buffering.max.messages")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000usize)
-        .max(1);
-    let producer: Arc<BaseProducer<ProducerCtx>> = Arc::new(
-        pc.create_with_context(ProducerCtx::new(shared.clone()))
-            .context("creating the producer")?,
-    );
-
-    let cc = consumer_config(cfg);
-    let consumer: BaseConsumer<ConsumerCtx> = cc
-        .create_with_context(ConsumerCtx {
-            shared: shared.clone(),
-            producer: OnceLock::from(producer.clone()),
-        })
-        .context("creating the consumer")?;
-    let topics: Vec<&str> = cfg.input.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).context("subscribing")?;
-
     let admin = match cfg.output.create_topics {
         TopicCreation::Admin => {
             let mut ac = ClientConfig::new();
@@ -120,18 +74,85 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         }
         _ => None,
     };
+    let common = Common {
+        cache,
+        resolver,
+        admin,
+        runtime,
+        consuming: AtomicUsize::new(0),
+    };
+    let workers = cfg.workers.max(1);
+    tracing::info!(topics = ?cfg.input.topics, group = %cfg.input.group_id, workers, "router started");
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..workers)
+            .map(|w| {
+                let common = &common;
+                std::thread::Builder::new()
+                    .name(format!("router-worker-{w}"))
+                    .spawn_scoped(s, move || worker(w, cfg, ctl, common))
+            })
+            .collect();
+        let mut results = vec![worker(0, cfg, ctl, &common)];
+        for h in others {
+            results.push(match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a router worker panicked"))),
+                Err(e) => Err(anyhow::anyhow!("starting a router worker: {e}")),
+            });
+        }
+        results
+    });
+    let stats = &ctl.stats;
+    let dropped_or_dead: u64 = Reason::ALL.iter().map(|r| stats.reason(*r)).sum();
+    tracing::info!(
+        records_in = stats.records_in(),
+        routed = stats.records_routed(),
+        dropped_or_dead_lettered = dropped_or_dead,
+        delivery_errors = stats.delivery_errors(),
+        "router stopped"
+    );
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    match ctl.fatal.get() {
+        Some(cause) => anyhow::bail!("stopped on a fatal client error: {cause}"),
+        None => Ok(()),
+    }
+}
 
-    tracing::info!(topics = ?cfg.input.topics, group = %cfg.input.group_id, "router started");
+/// What the process's consume loops share.
+struct Common {
+    cache: Arc<SchemaCache>,
+    resolver: Arc<Resolver>,
+    admin: Option<Arc<AdminClient<DefaultClientContext>>>,
+    runtime: tokio::runtime::Handle,
+    /// Loops subscribed and consuming; `/ready` once all are.
+    consuming: AtomicUsize,
+}
+
+/// One consume loop, from its clients to its last commit. A worker that
+/// cannot start stops the others (through `ctl.shutdown`).
+fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::Result<()> {
+    let clients = Clients::new(n, cfg, ctl);
+    if clients.is_err() {
+        ctl.shutdown.store(true, Ordering::Relaxed);
+    }
+    let Clients {
+        shared,
+        producer,
+        consumer,
+        pipeline,
+        queue_capacity,
+    } = clients?;
     let mut router = Loop {
         cfg,
         consumer: &consumer,
         producer,
         shared,
         pipeline,
-        cache,
-        resolver,
-        admin,
-        runtime,
+        cache: common.cache.clone(),
+        resolver: common.resolver.clone(),
+        admin: common.admin.clone(),
+        runtime: common.runtime.clone(),
         started: Instant::now(),
         backlogs: HashMap::new(),
         paused: HashSet::new(),
@@ -143,8 +164,11 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         queue_wait_left: Default::default(),
     };
     router.ensure_topic(&cfg.dead_letter.topic);
-    ctl.ready.store(true, Ordering::Relaxed);
+    if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
+        ctl.ready.store(true, Ordering::Relaxed);
+    }
     router.run();
+    common.consuming.fetch_sub(1, Ordering::Relaxed);
     ctl.ready.store(false, Ordering::Relaxed);
     // After a fatal error too: flush what can be flushed and commit the
     // settled watermark, so a restart re-reads as little as possible.
@@ -158,17 +182,75 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
     } else {
         drop(consumer); // leaves the group (revoke callback commits once more)
     }
-    let dropped_or_dead: u64 = Reason::ALL.iter().map(|r| stats.reason(*r)).sum();
-    tracing::info!(
-        records_in = stats.records_in(),
-        routed = stats.records_routed(),
-        dropped_or_dead_lettered = dropped_or_dead,
-        delivery_errors = stats.delivery_errors(),
-        "router stopped"
-    );
-    match ctl.fatal.get() {
-        Some(cause) => anyhow::bail!("stopped on a fatal client error: {cause}"),
-        None => Ok(()),
+    Ok(())
+}
+
+/// One loop's own pieces: its state, clients and pipeline.
+struct Clients {
+    shared: Arc<Shared>,
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    consumer: BaseConsumer<ConsumerCtx>,
+    pipeline: Pipeline,
+    queue_capacity: usize,
+}
+
+impl Clients {
+    /// Builds loop `n`'s pipeline and clients, and subscribes.
+    fn new(n: usize, cfg: &Config, ctl: &RunControl) -> anyhow::Result<Clients> {
+        let subject = (cfg.schema.mode == SchemaMode::Subject)
+            .then(|| Template::parse(&cfg.schema.subject_template))
+            .transpose()
+            .context("schema.subject_template")?;
+        let routes = Routes::new(
+            &cfg.routes,
+            cfg.default_route,
+            &cfg.output.topic_template,
+            subject,
+        )?;
+        let pipeline = Pipeline::new(PipelineConfig {
+            routes,
+            schema_mode: cfg.schema.mode,
+            max_record_bytes: cfg.output.max_record_bytes,
+        });
+        let shared = Arc::new(Shared {
+            state: Default::default(),
+            stats: ctl.stats.clone(),
+            drain_timeout: cfg.shutdown_timeout,
+            failure_log: super::throttle::LogThrottle::new(Duration::from_secs(5)),
+            settings: WriteSettings {
+                dead_letter_topic: cfg.dead_letter.topic.clone(),
+                create_topics: cfg.output.create_topics,
+                mirror_headers: cfg.output.mirror_headers,
+            },
+            fatal: ctl.fatal.clone(),
+            client_error_seen: Default::default(),
+            worker: n,
+        });
+        let pc = producer_config(cfg);
+        let queue_capacity = pc
+            .get("queue.buffering.max.messages")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000usize)
+            .max(1);
+        let producer: Arc<BaseProducer<ProducerCtx>> = Arc::new(
+            pc.create_with_context(ProducerCtx::new(shared.clone()))
+                .context("creating the producer")?,
+        );
+        let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg)
+            .create_with_context(ConsumerCtx {
+                shared: shared.clone(),
+                producer: OnceLock::from(producer.clone()),
+            })
+            .context("creating the consumer")?;
+        let topics: Vec<&str> = cfg.input.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).context("subscribing")?;
+        Ok(Clients {
+            shared,
+            producer,
+            consumer,
+            pipeline,
+            queue_capacity,
+        })
     }
 }
 
@@ -201,7 +283,12 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         // Settled work is committed within a second: what a crash or a
         // rebalance can make the next owner read again stays small.
         .set("auto.commit.interval.ms", "1000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // When its prefetch queue is full (queued.max.messages.kbytes),
+        // librdkafka postpones a partition's next fetch by this much; at
+        // the default 1 s a loop that drained the queue sat idle for most
+        // of that second (BENCHMARKS.md: 76k -> 177k records/s at 1 KB).
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
         cc.set(k, v);
     }

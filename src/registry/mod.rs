@@ -197,6 +197,9 @@ impl SchemaLookup for SchemaCache {
     }
 }
 
+/// A caller of [`Resolver::resolve`] waiting for its id.
+type Waiter = Box<dyn FnOnce(u32) + Send + Sync>;
+
 /// Fetches missing ids in the background and reports each resolved id.
 ///
 /// During an outage (an unreachable registry, a 5xx, a timeout) one lookup
@@ -208,7 +211,9 @@ impl SchemaLookup for SchemaCache {
 pub struct Resolver {
     registry: Arc<Registry>,
     cache: Arc<SchemaCache>,
-    in_flight: DashMap<u32, ()>,
+    /// Ids being fetched, with everyone waiting for each (several consume
+    /// loops can ask for the same id: each is told).
+    in_flight: DashMap<u32, Vec<Waiter>>,
     backoff_min: Duration,
     backoff_max: Duration,
     runtime: tokio::runtime::Handle,
@@ -247,16 +252,24 @@ impl Resolver {
     }
 
     /// Starts fetching `id` unless a fetch is already under way; `done` is
-    /// called with the id once the cache holds a verdict.
-    pub fn resolve(self: &Arc<Self>, id: u32, done: impl FnOnce(u32) + Send + 'static) {
-        if self.in_flight.insert(id, ()).is_some() {
-            return;
+    /// called with the id once the cache holds a verdict (a caller that
+    /// joins a fetch under way is called when it ends).
+    pub fn resolve(self: &Arc<Self>, id: u32, done: impl FnOnce(u32) + Send + Sync + 'static) {
+        match self.in_flight.entry(id) {
+            dashmap::Entry::Occupied(mut waiting) => {
+                waiting.get_mut().push(Box::new(done));
+                return;
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(vec![Box::new(done)]);
+            }
         }
         let this = self.clone();
         self.runtime.spawn(async move {
             this.fetch_until_answered(id).await;
-            this.in_flight.remove(&id);
-            done(id);
+            if let Some((_, waiters)) = this.in_flight.remove(&id) {
+                waiters.into_iter().for_each(|done| done(id));
+            }
         });
     }
 

@@ -84,9 +84,18 @@ pub const ROUTES_YAML: &str = r#"routes:
 default_route: dead_letter
 "#;
 
+/// librdkafka properties per client, for [`router_config`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientProperties {
+    /// Consumer properties.
+    pub consumer: Vec<(String, String)>,
+    /// Producer properties.
+    pub producer: Vec<(String, String)>,
+}
+
 /// Router config for this workload (file registry in `subject` mode,
 /// [`ROUTES_YAML`]), shared by the demo and the benchmark harness.
-/// `consumer` adds librdkafka consumer properties as a YAML flow map body.
+/// `clients` adds librdkafka properties.
 pub fn router_config(
     bootstrap: &str,
     input: &str,
@@ -94,12 +103,22 @@ pub fn router_config(
     dead_letters: &str,
     registry: &std::path::Path,
     create_topics: &str,
-    consumer: Option<&str>,
+    clients: &ClientProperties,
 ) -> String {
-    let consumer = consumer.map_or(String::new(), |c| format!("\n  consumer: {{ {c} }}"));
+    let map = |name: &str, props: &[(String, String)]| {
+        if props.is_empty() {
+            return String::new();
+        }
+        let body: Vec<String> = props.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+        format!("\n  {name}: {{ {} }}", body.join(", "))
+    };
+    let (consumer, producer) = (
+        map("consumer", &clients.consumer),
+        map("producer", &clients.producer),
+    );
     format!(
         r#"kafka:
-  bootstrap.servers: "{bootstrap}"{consumer}
+  bootstrap.servers: "{bootstrap}"{consumer}{producer}
 input:
   topics: ["{input}"]
   group_id: "{group}"
