@@ -62,7 +62,7 @@ enum Command {
         #[arg(long, default_value = "mixed")]
         payload: String,
         /// Input partitions (raised on the mock cluster when retention needs more).
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 32)]
         partitions: i32,
         /// Duplicates per 10 000 records.
         #[arg(long, default_value_t = 1000)]

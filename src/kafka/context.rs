@@ -18,7 +18,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct Shared {
     pub client_error_seen: AtomicBool,
     /// Which consume loop of the process this is (`workers`), from 0.
     pub worker: usize,
+    /// Unix time from monotonic readings.
+    pub wall_clock: WallClock,
 }
 
 impl Shared {
@@ -166,12 +168,15 @@ impl ProducerContext for ProducerCtx {
                     state.settle(opaque)
                 };
                 if let Some(s) = settled {
-                    // Producer-controlled: i64::MIN must not overflow here (a
-                    // panic inside a librdkafka callback aborts the process).
-                    let event_age = s.event_time_ms.map(|t| unix_ms().saturating_sub(t));
+                    // One clock read serves both ages. Producer-controlled:
+                    // i64::MIN must not overflow here (a panic inside a
+                    // librdkafka callback aborts the process).
+                    let now = Instant::now();
+                    let unix_now = self.shared.wall_clock.unix_ms_at(now);
+                    let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
                     self.shared
                         .stats
-                        .settled(Some(s.arrived.elapsed()), event_age);
+                        .settled(Some(now.saturating_duration_since(s.arrived)), event_age);
                 }
             }
             Err((e, m)) => self.shared.write_failed(
@@ -193,6 +198,43 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Wall-clock time from a monotonic reading, so a settled record's two ages
+/// (since arrival, since its event time) cost one clock read. Re-based by
+/// the loop's housekeeping every second, so it follows the system clock.
+pub struct WallClock {
+    base: Instant,
+    /// Unix milliseconds at `base`.
+    unix_at_base: AtomicI64,
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        let c = WallClock {
+            base: Instant::now(),
+            unix_at_base: AtomicI64::new(0),
+        };
+        c.rebase();
+        c
+    }
+}
+
+impl WallClock {
+    /// Unix milliseconds at the monotonic instant `at`.
+    pub fn unix_ms_at(&self, at: Instant) -> i64 {
+        let since = at.saturating_duration_since(self.base).as_millis() as i64;
+        self.unix_at_base
+            .load(Ordering::Relaxed)
+            .saturating_add(since)
+    }
+
+    /// Follows the system clock (NTP steps and slews).
+    pub fn rebase(&self) {
+        let since = self.base.elapsed().as_millis() as i64;
+        self.unix_at_base
+            .store(unix_ms().saturating_sub(since), Ordering::Relaxed);
+    }
 }
 
 /// Retry delay: 100 ms doubling to 10 s.

@@ -154,6 +154,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         admin: common.admin.clone(),
         runtime: common.runtime.clone(),
         started: Instant::now(),
+        now: Instant::now(),
         backlogs: HashMap::new(),
         paused: HashSet::new(),
         known_topics: HashSet::new(),
@@ -225,6 +226,7 @@ impl Clients {
             fatal: ctl.fatal.clone(),
             client_error_seen: Default::default(),
             worker: n,
+            wall_clock: Default::default(),
         });
         let pc = producer_config(cfg);
         let queue_capacity = pc

@@ -35,6 +35,9 @@ pub struct RouterState {
     /// Failed sends so far per (delivery opaque, output topic); kept apart
     /// from `retries`, whose entries leave the list when they are resent.
     attempts: HashMap<(usize, String), u32>,
+    /// Slots by partition number: [`RouterState::find`] runs for every
+    /// record, and a scan of `slots` strides over whole partition states.
+    by_partition: Vec<Vec<usize>>,
 }
 
 /// Packs `(slot, epoch, seq)` into librdkafka's per-message opaque pointer
@@ -63,7 +66,7 @@ impl RouterState {
             dedup: DedupWindow::default(),
             outstanding: 0,
         };
-        match self.slots.iter().position(Option::is_none) {
+        let slot = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
                 self.slots[i] = Some(state);
                 i
@@ -72,13 +75,25 @@ impl RouterState {
                 self.slots.push(Some(state));
                 self.slots.len() - 1
             }
+        };
+        let p = usize::try_from(partition).unwrap_or(0);
+        if self.by_partition.len() <= p {
+            self.by_partition.resize(p + 1, Vec::new());
         }
+        self.by_partition[p].push(slot);
+        slot
     }
 
     /// Stops tracking a partition (its dedup state is dropped with it) and
     /// forgets its pending retries: the next owner reads those records again.
     pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
         let state = self.slots.get_mut(slot)?.take()?;
+        if let Some(slots) = usize::try_from(state.partition)
+            .ok()
+            .and_then(|p| self.by_partition.get_mut(p))
+        {
+            slots.retain(|s| *s != slot);
+        }
         let ours = |opaque: usize| {
             let (s, e, _) = decode_opaque(opaque);
             s == slot && e == state.epoch
@@ -91,10 +106,11 @@ impl RouterState {
     /// The slot of an assigned partition.
     #[inline]
     pub fn find(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.slots.iter().position(|s| {
-            s.as_ref()
-                .is_some_and(|s| s.partition == partition && &*s.topic == topic)
-        })
+        let slots = self.by_partition.get(usize::try_from(partition).ok()?)?;
+        slots
+            .iter()
+            .copied()
+            .find(|&slot| self.get(slot).is_some_and(|s| &*s.topic == topic))
     }
 
     /// `(slot, epoch)` of an assigned partition: identifies this assignment.
@@ -215,6 +231,31 @@ fn widen(base: u64, seq32: u32) -> u64 {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn find_follows_assign_and_revoke_across_topics() {
+        let mut s = RouterState::default();
+        let a0 = s.assign("a", 0);
+        let b0 = s.assign("b", 0);
+        let a7 = s.assign("a", 7);
+        assert_eq!(s.find("a", 0), Some(a0));
+        assert_eq!(s.find("b", 0), Some(b0));
+        assert_eq!(s.find("a", 7), Some(a7));
+        assert_eq!(
+            (s.find("b", 7), s.find("a", 3), s.find("a", -1)),
+            (None, None, None)
+        );
+        s.revoke(a0);
+        assert_eq!(s.find("a", 0), None);
+        assert_eq!(
+            s.find("b", 0),
+            Some(b0),
+            "the other topic's partition 0 stays"
+        );
+        let again = s.assign("a", 0);
+        assert_eq!(s.find("a", 0), Some(again));
+        assert_ne!(s.key_of("a", 0).map(|k| k.1), None);
+    }
 
     #[test]
     fn opaque_round_trips_and_widens_across_wraparound() {
