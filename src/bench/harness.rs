@@ -706,7 +706,15 @@ impl BenchReport {
             ("routing relay", &self.routing_relay),
             ("router", &self.router),
         ] {
-            if let Some(p) = s.median_run().and_then(|r| r.producer.as_ref()) {
+            let digest = s.median_run().and_then(|r| r.producer.as_ref());
+            if digest.is_none_or(|p| p.reports == 0) {
+                // Statistics come once a second: a shorter run has none.
+                writeln!(
+                    out,
+                    "{name:<24} (run shorter than the 1 s statistics interval)"
+                )?;
+            }
+            if let Some(p) = digest.filter(|p| p.reports > 0) {
                 writeln!(
                     out,
                     "{name:<24} {:>9} {:>10.1} {:>9.1} {:>11.0} {:>9.0} {:>9}",

@@ -157,7 +157,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         now: Instant::now(),
         backlogs: HashMap::new(),
         paused: HashSet::new(),
-        known_topics: HashSet::new(),
+        known_topics: HashSet::default(),
         resolved: mpsc::channel(),
         shutdown: ctl.shutdown.clone(),
         queue_capacity,
