@@ -299,55 +299,26 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         )?;
         let config = path(&config);
         let tag = format!("run {}/{}", i + 1, opts.runs.max(1));
-        let bare_group = format!("bench-relay-{run_id}-{i}");
-        let s = side(
-            progress,
-            &tag,
-            "bare relay",
-            opts,
-            &[
-                "relay",
-                "--config",
-                config,
-                "--output",
-                &relay_topic,
-                "--group",
-                &bare_group,
-                "--exit-after",
-                &sent,
-            ],
-        )?;
-        if s.records != expected.sent {
-            mismatches.push(format!(
-                "{tag}: bare relay read {} of {} records",
-                s.records, expected.sent
-            ));
+        // The two ceilings differ only in where they write.
+        let bare: &[&str] = &["--output", &relay_topic];
+        let ceilings = [
+            ("bare relay", "bench-relay", bare),
+            ("routing relay", "bench-routing-relay", &["--routing"]),
+        ];
+        for ((name, group, target), runs) in ceilings.iter().zip([&mut relay, &mut routing]) {
+            let group = format!("{group}-{run_id}-{i}");
+            let mut args = vec!["relay", "--config", config, "--group", &group];
+            args.extend_from_slice(target);
+            args.extend(["--exit-after", &sent]);
+            let s = side(progress, &tag, name, opts, &args)?;
+            if s.records != expected.sent {
+                mismatches.push(format!(
+                    "{tag}: {name} read {} of {} records",
+                    s.records, expected.sent
+                ));
+            }
+            runs.push(one_run(&s, expected.bytes));
         }
-        relay.push(one_run(&s, expected.bytes));
-        let routing_group = format!("bench-routing-relay-{run_id}-{i}");
-        let s = side(
-            progress,
-            &tag,
-            "routing relay",
-            opts,
-            &[
-                "relay",
-                "--config",
-                config,
-                "--routing",
-                "--group",
-                &routing_group,
-                "--exit-after",
-                &sent,
-            ],
-        )?;
-        if s.records != expected.sent {
-            mismatches.push(format!(
-                "{tag}: routing relay read {} of {} records",
-                s.records, expected.sent
-            ));
-        }
-        routing.push(one_run(&s, expected.bytes));
         let s = side(
             progress,
             &tag,
@@ -707,14 +678,14 @@ impl BenchReport {
             ("router", &self.router),
         ] {
             let digest = s.median_run().and_then(|r| r.producer.as_ref());
-            if digest.is_none_or(|p| p.reports == 0) {
+            if digest.is_none_or(|p| p.produce_requests == 0) {
                 // Statistics come once a second: a shorter run has none.
                 writeln!(
                     out,
                     "{name:<24} (run shorter than the 1 s statistics interval)"
                 )?;
             }
-            if let Some(p) = digest.filter(|p| p.reports > 0) {
+            if let Some(p) = digest.filter(|p| p.produce_requests > 0) {
                 writeln!(
                     out,
                     "{name:<24} {:>9} {:>10.1} {:>9.1} {:>11.0} {:>9.0} {:>9}",
