@@ -40,7 +40,7 @@ cargo test --all-features --doc
 step "demo (embedded mock cluster, accounting check)"
 cargo run -q -- demo --records 3000 2>/dev/null
 
-step "bench --quick (router vs bare relay; checks correctness, not speed)"
+step "bench --quick (router vs the bare and routing relays; checks correctness, not speed)"
 cargo run -q -- bench --quick 2>/dev/null
 
 step "independent broker (tansu, TLS via stunnel, Python clients) and faults"
