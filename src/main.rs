@@ -216,6 +216,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let finished = done_at.and_then(|h| h.join().ok().flatten());
             if summary {
                 let s = &ctl.stats;
+                let (loop_profile, producer_digest) = s.profile();
                 let active = match (s.first_record_at(), finished) {
                     (Some(first), Some(done)) => done.duration_since(first).as_secs_f64(),
                     _ => 0.0,
@@ -235,8 +236,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         "active_s": active,
                         "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
                         "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
-                        "loop": s.profile().0,
-                        "producer": s.profile().1,
+                        "loop": loop_profile,
+                        "producer": producer_digest,
                     })
                 );
             }

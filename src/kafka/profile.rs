@@ -37,14 +37,16 @@ pub struct LoopProfile {
 impl LoopProfile {
     /// Adds one turn.
     pub fn turn(&mut self, t: &TurnTimes, records: u64, idle: bool, queue_full: bool) {
-        self.turns += 1;
-        self.idle_turns += u64::from(idle);
-        self.queue_full_turns += u64::from(queue_full);
-        self.records += records;
-        self.wait_s += t.wait.as_secs_f64();
-        self.process_s += t.process.as_secs_f64();
-        self.deliveries_s += t.deliveries.as_secs_f64();
-        self.upkeep_s += t.upkeep.as_secs_f64();
+        self.merge(&LoopProfile {
+            turns: 1,
+            idle_turns: u64::from(idle),
+            records,
+            wait_s: t.wait.as_secs_f64(),
+            process_s: t.process.as_secs_f64(),
+            deliveries_s: t.deliveries.as_secs_f64(),
+            upkeep_s: t.upkeep.as_secs_f64(),
+            queue_full_turns: u64::from(queue_full),
+        });
     }
 
     /// Adds another loop's profile (one per worker).
