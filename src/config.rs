@@ -192,6 +192,14 @@ pub struct DedupConfig {
     /// Most ids remembered by one instance (oldest forgotten first).
     #[serde(default = "default_dedup_max_entries")]
     pub max_entries: usize,
+    /// Where the window is persisted, so it survives restarts, crashes and
+    /// partition moves.
+    #[serde(default)]
+    pub changelog: ChangelogConfig,
+    /// What the router does when the changelog it needs is missing or
+    /// unreadable.
+    #[serde(default)]
+    pub on_missing_state: MissingState,
 }
 
 impl Default for DedupConfig {
@@ -199,8 +207,63 @@ impl Default for DedupConfig {
         DedupConfig {
             window: default_dedup_window(),
             max_entries: default_dedup_max_entries(),
+            changelog: ChangelogConfig::default(),
+            on_missing_state: MissingState::default(),
         }
     }
+}
+
+/// The dedup changelog topic (README, "Dedup that survives restarts").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangelogConfig {
+    /// Off: the window lives in memory only and is lost on restart.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The topic; default `<group_id>.dedup-changelog`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Partitions when the router creates the topic (-1: as many as the
+    /// widest input topic).
+    #[serde(default = "default_changelog_partitions")]
+    pub partitions: i32,
+    /// Longest time between a publish being acknowledged and its id being
+    /// written: what a `kill -9` can make the router forget (0: every loop
+    /// turn that settled records).
+    #[serde(default = "default_changelog_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Longest a partition's restore may take before the changelog counts
+    /// as unreadable.
+    #[serde(
+        default = "default_changelog_restore_timeout",
+        with = "humantime_serde"
+    )]
+    pub restore_timeout: Duration,
+}
+
+impl Default for ChangelogConfig {
+    fn default() -> Self {
+        ChangelogConfig {
+            enabled: true,
+            topic: None,
+            partitions: default_changelog_partitions(),
+            flush_interval: default_changelog_flush(),
+            restore_timeout: default_changelog_restore_timeout(),
+        }
+    }
+}
+
+/// What happens when the dedup changelog is missing (deleted while the
+/// group has committed offsets) or cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingState {
+    /// Refuse to start (or stop): the window cannot be restored, and
+    /// records read again would be published again.
+    #[default]
+    Fail,
+    /// Warn and start with an empty window.
+    Empty,
 }
 
 /// Schema id checks.
@@ -316,6 +379,18 @@ fn default_dedup_window() -> Duration {
 }
 fn default_dedup_max_entries() -> usize {
     10_000_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_changelog_partitions() -> i32 {
+    -1
+}
+fn default_changelog_flush() -> Duration {
+    Duration::ZERO
+}
+fn default_changelog_restore_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_subject_template() -> String {
     "{topic}-value".into()
@@ -457,6 +532,14 @@ impl Config {
         if self.dedup.window.as_secs() > u64::from(u32::MAX) {
             return Err("dedup.window is longer than 136 years".into());
         }
+        if self.dedup.changelog.enabled {
+            let topic = self.changelog_topic();
+            if self.input.topics.contains(&topic) || topic == self.dead_letter.topic {
+                return Err(format!(
+                    "dedup.changelog.topic {topic:?} is also an input or the dead-letter topic"
+                ));
+            }
+        }
         if self.schema.registry.unknown_ttl < Duration::from_secs(1) {
             return Err(format!(
                 "schema.registry.unknown_ttl is {:?}; it must be at least 1s (a 404 must outlive the lookup that fetched it, and each unknown id costs a registry request per unknown_ttl)",
@@ -505,6 +588,15 @@ impl Config {
         self.producer_property("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.output.max_record_bytes + RECORD_OVERHEAD_BYTES)
+    }
+
+    /// The dedup changelog topic's name.
+    pub fn changelog_topic(&self) -> String {
+        self.dedup
+            .changelog
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dedup-changelog", self.input.group_id))
     }
 
     /// librdkafka properties for one client: common ones, then the client's

@@ -85,6 +85,10 @@ enum Command {
         /// Router worker loops (`workers` in the config).
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Run the router without its dedup changelog (to measure what the
+        /// changelog costs).
+        #[arg(long)]
+        no_changelog: bool,
         /// librdkafka consumer property for all sides, as key=value (repeatable).
         #[arg(long = "consumer-property", short = 'C', value_parser = parse_property)]
         consumer_properties: Vec<(String, String)>,
@@ -289,6 +293,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             brokers,
             runs,
             workers,
+            no_changelog,
             consumer_properties,
             producer_properties,
             bootstrap,
@@ -326,6 +331,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 brokers,
                 runs: if quick { 1 } else { runs },
                 workers,
+                changelog: !no_changelog,
                 consumer: consumer_properties,
                 producer: producer_properties,
             };

@@ -55,12 +55,21 @@ pub struct Stats {
     delivery_errors: AtomicU64,
     dead_letters_unwritten: AtomicU64,
     paused: AtomicU64,
+    changelog: ChangelogTally,
     assignments: AtomicU64,
     longest_revoke_ms: AtomicU64,
     topic_bound_reached: std::sync::atomic::AtomicBool,
     profile: Mutex<(Vec<LoopProfile>, ProducerDigest)>,
     /// Per consume loop: paused partitions, dedup entries, dedup bytes.
     workers: Mutex<Vec<[u64; 3]>>,
+}
+
+/// Dedup changelog counts (see [`Stats::changelog_totals`]).
+#[derive(Default)]
+struct ChangelogTally {
+    ids_written: AtomicU64,
+    ids_restored: AtomicU64,
+    blocks_failed: AtomicU64,
 }
 
 /// Most output topics with their own metric series; the rest are counted
@@ -262,6 +271,42 @@ impl Stats {
         }
         set(&mut all[worker]);
         all.iter().map(|w| w[i]).sum()
+    }
+
+    /// A dedup changelog block of `ids` ids and `bytes` value bytes was
+    /// acknowledged (`ok`) or failed for good (its ids are not persisted).
+    pub fn changelog_block(&self, ok: bool, ids: u64, bytes: u64) {
+        let result = if ok { "written" } else { "failed" };
+        counter!("envelope_router_changelog_blocks_total", "result" => result).increment(1);
+        if ok {
+            self.changelog.ids_written.fetch_add(ids, Relaxed);
+            counter!("envelope_router_changelog_ids_total").increment(ids);
+            counter!("envelope_router_changelog_bytes_total").increment(bytes);
+        } else {
+            self.changelog.blocks_failed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Partitions' windows restored from the changelog: `ids` read in `took`
+    /// (`ok` false: the changelog could not be read).
+    pub fn changelog_restore(&self, ok: bool, ids: u64, took: Duration) {
+        let result = if ok { "restored" } else { "failed" };
+        counter!("envelope_router_changelog_restores_total", "result" => result).increment(1);
+        if ok {
+            self.changelog.ids_restored.fetch_add(ids, Relaxed);
+            counter!("envelope_router_changelog_restored_ids_total").increment(ids);
+            histogram!("envelope_router_changelog_restore_seconds").record(took.as_secs_f64());
+        }
+    }
+
+    /// Ids written to the changelog, ids restored from it, blocks that failed.
+    pub fn changelog_totals(&self) -> (u64, u64, u64) {
+        let c = &self.changelog;
+        (
+            c.ids_written.load(Relaxed),
+            c.ids_restored.load(Relaxed),
+            c.blocks_failed.load(Relaxed),
+        )
     }
 
     /// Consumer lag of one input partition (from librdkafka statistics).

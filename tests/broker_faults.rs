@@ -90,6 +90,7 @@ fn leader_moves_timeouts_and_request_errors_never_commit_unsettled_offsets() {
     kafka.create_topic("raw", PARTITIONS, 3).unwrap();
     kafka.create_topic("dlq", 1, 3).unwrap();
     kafka.create_topic(OUT, 2, 3).unwrap();
+    kafka.create_topic("faults.dedup-changelog", 2, 3).unwrap();
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
     let inputs = match_inputs(RECORDS, 64);
@@ -222,6 +223,7 @@ fn every_broker_down_mid_stream_then_back_loses_nothing() {
     kafka.create_topic("raw", PARTITIONS, 3).unwrap();
     kafka.create_topic("dlq", 1, 3).unwrap();
     kafka.create_topic(OUT, 2, 3).unwrap();
+    kafka.create_topic("faults.dedup-changelog", 2, 3).unwrap();
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
     let inputs = match_inputs(1000, 64);

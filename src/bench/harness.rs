@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Router worker loops (`workers` in the config).
     pub workers: usize,
+    /// Whether the router writes its dedup changelog (the default).
+    pub changelog: bool,
     /// librdkafka consumer properties for all three sides.
     pub consumer: Vec<(String, String)>,
     /// librdkafka producer properties for all three sides.
@@ -482,6 +484,9 @@ pub(super) fn config_yaml(
     );
     if opts.workers > 1 {
         yaml.push_str(&format!("workers: {}\n", opts.workers));
+    }
+    if !opts.changelog {
+        yaml.push_str("dedup: { changelog: { enabled: false } }\n");
     }
     yaml
 }

@@ -6,6 +6,7 @@
 //!   commit their watermarks, drop their state, then let the rebalance go on.
 //! - Statistics: consumer lag per partition.
 
+use super::changelog::{ids_in_block, Changelog, CHANGELOG_OPAQUE};
 use super::failed_write::FailedWrite;
 use super::state::RouterState;
 use super::throttle::LogThrottle;
@@ -18,7 +19,7 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ pub struct Shared {
     pub worker: usize,
     /// Unix time from monotonic readings.
     pub wall_clock: WallClock,
+    /// Dedup changelog blocks handed to librdkafka and not yet reported on.
+    pub changelog_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -158,6 +161,10 @@ impl ProducerContext for ProducerCtx {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         self.reports.fetch_add(1, Ordering::Relaxed);
+        if opaque == CHANGELOG_OPAQUE {
+            self.changelog_delivery(result);
+            return;
+        }
         match result {
             Ok(m) => {
                 self.shared.stats.published(m.topic());
@@ -190,6 +197,34 @@ impl ProducerContext for ProducerCtx {
                 },
                 e,
             ),
+        }
+    }
+}
+
+impl ProducerCtx {
+    /// A dedup changelog block was acknowledged or failed for good (after
+    /// librdkafka's own retries): no record settles on it.
+    fn changelog_delivery(&self, result: &DeliveryResult<'_>) {
+        let shared = &self.shared;
+        let _ =
+            shared
+                .changelog_in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        match result {
+            Ok(m) => {
+                let len = m.payload().map_or(0, <[u8]>::len);
+                shared
+                    .stats
+                    .changelog_block(true, ids_in_block(len), len as u64);
+            }
+            Err((e, m)) => {
+                shared.stats.changelog_block(false, 0, 0);
+                if let Some(similar) = shared.failure_log.hit(m.topic()) {
+                    tracing::error!(topic = m.topic(), error = %e, similar, "dedup changelog block lost: a crash before these ids are written again may publish their records twice");
+                }
+            }
         }
     }
 }
@@ -248,6 +283,9 @@ pub struct ConsumerCtx {
     pub shared: Arc<Shared>,
     /// The producer, to drain deliveries during a revoke (set once built).
     pub producer: OnceLock<Arc<BaseProducer<ProducerCtx>>>,
+    /// The dedup changelog (None when off): restored from on assignment,
+    /// written to before a revoke commits.
+    pub changelog: Option<Arc<Changelog>>,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -277,11 +315,17 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut state = self.shared.lock();
+            let mut fresh = Vec::new();
             for e in tpl.elements() {
-                state.assign(e.topic(), e.partition());
+                if state.find(e.topic(), e.partition()).is_none() {
+                    fresh.push(state.assign(e.topic(), e.partition()));
+                }
+            }
+            if let Some(changelog) = &self.changelog {
+                self.restore(changelog, consumer, &mut state, &fresh, tpl);
             }
             drop(state);
             self.shared.stats.assigned();
@@ -291,6 +335,45 @@ impl ConsumerContext for ConsumerCtx {
 }
 
 impl ConsumerCtx {
+    /// Restores the windows of newly assigned partitions before their first
+    /// record is read (this runs inside the rebalance callback). If the
+    /// changelog cannot be read and `on_missing_state` is `fail`, the
+    /// partitions stay paused and the router stops.
+    fn restore(
+        &self,
+        changelog: &Changelog,
+        consumer: &BaseConsumer<Self>,
+        state: &mut RouterState,
+        slots: &[usize],
+        tpl: &TopicPartitionList,
+    ) {
+        if slots.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match changelog.restore(state, slots) {
+            Ok(ids) => {
+                self.shared
+                    .stats
+                    .changelog_restore(true, ids, started.elapsed());
+                tracing::info!(partitions = slots.len(), ids, took = ?started.elapsed(), "dedup windows restored");
+            }
+            Err(e) => {
+                self.shared
+                    .stats
+                    .changelog_restore(false, 0, started.elapsed());
+                if changelog.must_restore() {
+                    let _ = consumer.pause(tpl);
+                    self.shared.stop(format!(
+                        "dedup changelog unreadable: {e} (dedup.on_missing_state: fail)"
+                    ));
+                } else {
+                    tracing::warn!(error = %e, "dedup changelog unreadable: these partitions start with empty windows (dedup.on_missing_state: empty)");
+                }
+            }
+        }
+    }
+
     /// Waits for the revoked partitions' in-flight deliveries (bounded by
     /// `drain_timeout`), commits their watermarks and drops their state.
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -320,6 +403,19 @@ impl ConsumerCtx {
             }
         }
         let left = in_flight();
+        // The ids these partitions published go to the changelog before
+        // their offsets are committed, so the next owner restores them.
+        if let (Some(changelog), Some(producer)) = (&self.changelog, self.producer.get()) {
+            let blocks = changelog.write(producer, &mut self.shared.lock(), Some(&slots));
+            self.shared
+                .changelog_in_flight
+                .fetch_add(blocks, Ordering::Relaxed);
+            while self.shared.changelog_in_flight.load(Ordering::Relaxed) > 0
+                && Instant::now() < deadline
+            {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
         let mut commit = TopicPartitionList::new();
         {
             let mut state = self.shared.lock();

@@ -7,6 +7,7 @@
 //! resend failed produces, store settled watermarks (auto-commit commits
 //! them), and housekeep dedup windows and gauges.
 
+use super::changelog::Changelog;
 use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
@@ -42,6 +43,12 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// records, so signals and rebalance callbacks are served.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 
+/// Seconds since the Unix epoch: the dedup window's clock, shared with the
+/// changelog's block timestamps (saturates in 2106).
+fn unix_seconds(unix_ms: i64) -> u32 {
+    (unix_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
+}
+
 pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
     pub(super) consumer: &'c BaseConsumer<ConsumerCtx>,
@@ -52,7 +59,6 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) resolver: Arc<Resolver>,
     pub(super) admin: Option<Arc<AdminClient<DefaultClientContext>>>,
     pub(super) runtime: tokio::runtime::Handle,
-    pub(super) started: Instant,
     /// The loop's clock for records: read at each turn's start and every
     /// [`CLOCK_EVERY`] records, not once per record.
     pub(super) now: Instant,
@@ -71,12 +77,15 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) throttled: Option<u64>,
     /// What is left of this loop turn's [`QUEUE_FULL_WAIT`].
     pub(super) queue_wait_left: std::cell::Cell<Duration>,
+    /// The dedup changelog (None when off).
+    pub(super) changelog: Option<Arc<Changelog>>,
 }
 
 impl<'c> Loop<'c, '_> {
     pub(super) fn run(&mut self) {
         let mut last_store = Instant::now();
         let mut last_housekeeping = Instant::now();
+        let mut last_changelog = Instant::now();
         let mut profile = LoopProfile::default();
         while !self.stopping() {
             let turn_start = Instant::now();
@@ -140,6 +149,10 @@ impl<'c> Loop<'c, '_> {
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();
+            if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
+                self.write_changelog();
+                last_changelog = Instant::now();
+            }
             if last_store.elapsed() >= STORE_INTERVAL {
                 self.store_offsets();
                 last_store = Instant::now();
@@ -192,7 +205,7 @@ impl<'c> Loop<'c, '_> {
     ) -> Result<(), WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let arrived = self.now;
-        let now_s = arrived.saturating_duration_since(self.started).as_secs() as u32;
+        let now_s = unix_seconds(self.shared.wall_clock.unix_ms_at(arrived));
         let mut state = self.shared.lock();
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
             return Ok(()); // revoked meanwhile
@@ -220,13 +233,18 @@ impl<'c> Loop<'c, '_> {
                 self.send(&topic, m, Some(headers), encode_opaque(slot, epoch, seq));
                 Ok(())
             }
-            Verdict::Publish { header, plan } => {
+            Verdict::Publish {
+                header,
+                plan,
+                fingerprint,
+            } => {
                 let targets = plan.targets();
-                let seq = p.ledger.push(
+                let seq = p.ledger.push_published(
                     m.offset(),
                     targets.len() as u32,
                     arrived,
                     header.event_time_ms,
+                    Some(fingerprint),
                 );
                 p.outstanding += targets.len();
                 drop(state);
@@ -399,6 +417,16 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
+    /// Writes the ids settled since the last call to the dedup changelog.
+    pub(super) fn write_changelog(&self) {
+        if let Some(changelog) = &self.changelog {
+            let blocks = changelog.write(&self.producer, &mut self.shared.lock(), None);
+            self.shared
+                .changelog_in_flight
+                .fetch_add(blocks, Ordering::Relaxed);
+        }
+    }
+
     /// Stores every moved watermark; librdkafka's auto-commit commits them.
     pub(super) fn store_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
@@ -420,7 +448,7 @@ impl<'c> Loop<'c, '_> {
     pub(super) fn housekeeping(&mut self) {
         self.shared.wall_clock.rebase();
         self.cache.sweep_expired();
-        let now_s = self.started.elapsed().as_secs() as u32;
+        let now_s = unix_seconds(self.shared.wall_clock.unix_ms_at(Instant::now()));
         let ttl = self.cfg.dedup.window.as_secs() as u32;
         // The instance budget, shared evenly by the process's loops.
         let budget = self.cfg.dedup.max_entries.div_ceil(self.cfg.workers.max(1));
@@ -486,6 +514,12 @@ impl<'c> Loop<'c, '_> {
                 self.queue_wait_left.set(QUEUE_FULL_WAIT);
                 self.resend_due();
             }
+        }
+        self.write_changelog();
+        while self.shared.changelog_in_flight.load(Ordering::Relaxed) > 0
+            && Instant::now() < deadline
+        {
+            self.producer.poll(Duration::from_millis(10));
         }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

@@ -16,6 +16,9 @@ struct Slot {
     arrived: Instant,
     /// The envelope's event time, unix ms (for event-time latency).
     event_time_ms: Option<i64>,
+    /// The message id's fingerprint of a published record (for the dedup
+    /// changelog once it settles).
+    fingerprint: Option<u64>,
 }
 
 /// A record whose last output was just acknowledged.
@@ -25,6 +28,8 @@ pub struct Settled {
     pub arrived: Instant,
     /// Its envelope's event time, unix ms.
     pub event_time_ms: Option<i64>,
+    /// Its message id's fingerprint, if it was published.
+    pub fingerprint: Option<u64>,
 }
 
 /// The ledger of one input partition. Sequence numbers are per partition and
@@ -52,12 +57,26 @@ impl Ledger {
         arrived: Instant,
         event_time_ms: Option<i64>,
     ) -> u64 {
+        self.push_published(offset, outputs, arrived, event_time_ms, None)
+    }
+
+    /// [`Ledger::push`] for a published record, whose id `fingerprint` is
+    /// handed back by [`Ledger::settle`] once every output is acknowledged.
+    pub fn push_published(
+        &mut self,
+        offset: i64,
+        outputs: u32,
+        arrived: Instant,
+        event_time_ms: Option<i64>,
+        fingerprint: Option<u64>,
+    ) -> u64 {
         let seq = self.base_seq + self.slots.len() as u64;
         self.slots.push_back(Slot {
             offset,
             pending: outputs,
             arrived,
             event_time_ms,
+            fingerprint,
         });
         if outputs > 0 {
             self.in_flight += 1;
@@ -82,6 +101,7 @@ impl Ledger {
         let settled = Settled {
             arrived: slot.arrived,
             event_time_ms: slot.event_time_ms,
+            fingerprint: slot.fingerprint,
         };
         self.in_flight -= 1;
         self.advance();
@@ -146,14 +166,15 @@ mod tests {
         let mut l = Ledger::default();
         let a = l.push(10, 2, now, None); // fan-out to two topics
         let b = l.push(11, 0, now, None); // a duplicate: settled at once
-        let c = l.push(13, 1, now, Some(5)); // offsets may have gaps
+        let c = l.push_published(13, 1, now, Some(5), Some(42)); // offsets may have gaps
         assert_eq!(l.take_committable(), None, "offset 10 is not settled");
         assert_eq!((l.offset_of(a), l.offset_of(c)), (Some(10), Some(13)));
         assert_eq!(
             l.settle(c),
             Some(Settled {
                 arrived: now,
-                event_time_ms: Some(5)
+                event_time_ms: Some(5),
+                fingerprint: Some(42),
             })
         );
         assert_eq!(l.take_committable(), None, "13 is settled but 10 is not");

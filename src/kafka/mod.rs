@@ -2,6 +2,7 @@
 //! phases, librdkafka callbacks, per-partition state and the settlement
 //! ledger.
 
+pub mod changelog;
 pub mod context;
 mod event_loop;
 mod failed_write;

@@ -8,6 +8,7 @@
 //! creation), `headers.rs` (dead-letter and mirror headers), `context.rs`
 //! (librdkafka callbacks), `state.rs` and `ledger.rs` (settlement).
 
+use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
 use crate::config::{Config, TopicCreation};
@@ -74,12 +75,18 @@ pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> a
         }
         _ => None,
     };
+    let changelog_partitions = if cfg.dedup.changelog.enabled {
+        Some(super::changelog::prepare(cfg, admin.as_deref(), &runtime)?)
+    } else {
+        None
+    };
     let common = Common {
         cache,
         resolver,
         admin,
         runtime,
         consuming: AtomicUsize::new(0),
+        changelog_partitions,
     };
     let workers = cfg.workers.max(1);
     tracing::info!(topics = ?cfg.input.topics, group = %cfg.input.group_id, workers, "router started");
@@ -127,12 +134,14 @@ struct Common {
     runtime: tokio::runtime::Handle,
     /// Loops subscribed and consuming; `/ready` once all are.
     consuming: AtomicUsize,
+    /// The dedup changelog's partition count (None: changelog off).
+    changelog_partitions: Option<i32>,
 }
 
 /// One consume loop, from its clients to its last commit. A worker that
 /// cannot start stops the others (through `ctl.shutdown`).
 fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::Result<()> {
-    let clients = Clients::new(n, cfg, ctl);
+    let clients = Clients::new(n, cfg, ctl, common.changelog_partitions);
     if clients.is_err() {
         ctl.shutdown.store(true, Ordering::Relaxed);
     }
@@ -142,6 +151,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         consumer,
         pipeline,
         queue_capacity,
+        changelog,
     } = clients?;
     let mut router = Loop {
         cfg,
@@ -153,7 +163,6 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         resolver: common.resolver.clone(),
         admin: common.admin.clone(),
         runtime: common.runtime.clone(),
-        started: Instant::now(),
         now: Instant::now(),
         backlogs: HashMap::new(),
         paused: HashSet::new(),
@@ -163,6 +172,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         queue_capacity,
         throttled: None,
         queue_wait_left: Default::default(),
+        changelog,
     };
     router.ensure_topic(&cfg.dead_letter.topic);
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
@@ -193,11 +203,17 @@ struct Clients {
     consumer: BaseConsumer<ConsumerCtx>,
     pipeline: Pipeline,
     queue_capacity: usize,
+    changelog: Option<Arc<Changelog>>,
 }
 
 impl Clients {
     /// Builds loop `n`'s pipeline and clients, and subscribes.
-    fn new(n: usize, cfg: &Config, ctl: &RunControl) -> anyhow::Result<Clients> {
+    fn new(
+        n: usize,
+        cfg: &Config,
+        ctl: &RunControl,
+        changelog_partitions: Option<i32>,
+    ) -> anyhow::Result<Clients> {
         let subject = (cfg.schema.mode == SchemaMode::Subject)
             .then(|| Template::parse(&cfg.schema.subject_template))
             .transpose()
@@ -227,7 +243,12 @@ impl Clients {
             client_error_seen: Default::default(),
             worker: n,
             wall_clock: Default::default(),
+            changelog_in_flight: Default::default(),
         });
+        let changelog = changelog_partitions
+            .map(|partitions| Changelog::new(cfg, partitions).map(Arc::new))
+            .transpose()?;
+        shared.lock().changelog = changelog.is_some();
         let pc = producer_config(cfg);
         let queue_capacity = pc
             .get("queue.buffering.max.messages")
@@ -242,6 +263,7 @@ impl Clients {
             .create_with_context(ConsumerCtx {
                 shared: shared.clone(),
                 producer: OnceLock::from(producer.clone()),
+                changelog: changelog.clone(),
             })
             .context("creating the consumer")?;
         let topics: Vec<&str> = cfg.input.topics.iter().map(String::as_str).collect();
@@ -252,6 +274,7 @@ impl Clients {
             consumer,
             pipeline,
             queue_capacity,
+            changelog,
         })
     }
 }

@@ -23,6 +23,9 @@ pub struct PartitionState {
     /// Writes handed to librdkafka and not yet reported on: what a revoke
     /// waits for (a parked retry cannot settle before the revoke ends).
     pub outstanding: usize,
+    /// Fingerprints of published records settled since the last changelog
+    /// block (empty when the changelog is off).
+    pub unlogged: Vec<u64>,
 }
 
 /// Everything the loop and the callbacks share.
@@ -38,6 +41,8 @@ pub struct RouterState {
     /// Slots by partition number: [`RouterState::find`] runs for every
     /// record, and a scan of `slots` strides over whole partition states.
     by_partition: Vec<Vec<usize>>,
+    /// Whether settled ids are kept for the dedup changelog.
+    pub changelog: bool,
 }
 
 /// Packs `(slot, epoch, seq)` into librdkafka's per-message opaque pointer
@@ -65,6 +70,7 @@ impl RouterState {
             ledger: Ledger::default(),
             dedup: DedupWindow::default(),
             outstanding: 0,
+            unlogged: Vec::new(),
         };
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
@@ -151,8 +157,13 @@ impl RouterState {
     /// Applies one acknowledgement; `None` when it was not the record's last
     /// output or the report is stale.
     pub fn settle(&mut self, opaque: usize) -> Option<Settled> {
+        let changelog = self.changelog;
         let (p, seq) = self.live_mut(opaque)?;
-        p.ledger.settle(seq)
+        let settled = p.ledger.settle(seq)?;
+        if let (true, Some(fp)) = (changelog, settled.fingerprint) {
+            p.unlogged.push(fp);
+        }
+        Some(settled)
     }
 
     /// The live assignment a delivery opaque belongs to, with the record's

@@ -2,6 +2,7 @@
 //! validate it, check for duplicates, check the schema id, decide the route.
 //! The Kafka edge (`crate::kafka`) feeds records in and acts on verdicts.
 
+pub mod changelog;
 pub mod dedup;
 pub mod fptable;
 pub mod reason;
@@ -28,6 +29,9 @@ pub enum Verdict<'a> {
         header: HeaderView<'a>,
         /// The plan holding the targets (shared by every record of the stream).
         plan: Arc<StreamPlan>,
+        /// The message id's fingerprint, for the dedup changelog once the
+        /// record's outputs are acknowledged.
+        fingerprint: u64,
     },
     /// Drop on purpose: `Duplicate` or `Filtered`; counted, not dead-lettered.
     Drop {
@@ -141,7 +145,7 @@ impl Pipeline {
                 rule: None,
             };
         }
-        let verdict = self.decide(header, plan, schemas);
+        let verdict = self.decide(header, plan, fp, schemas);
         if matches!(
             verdict,
             Verdict::AwaitSchema(_) | Verdict::DeadLetter { .. }
@@ -156,6 +160,7 @@ impl Pipeline {
         &mut self,
         header: &HeaderView<'a>,
         plan: Arc<StreamPlan>,
+        fingerprint: u64,
         schemas: &impl SchemaLookup,
     ) -> Verdict<'a> {
         let info = match self.known.get(&header.schema_id) {
@@ -198,6 +203,7 @@ impl Pipeline {
                 RouteDecision::Publish(_) => Verdict::Publish {
                     header: *header,
                     plan,
+                    fingerprint,
                 },
                 RouteDecision::Drop(rule) => Verdict::Drop {
                     reason: Reason::Filtered,
@@ -289,7 +295,7 @@ mod tests {
         let mut w = DedupWindow::default();
         let r = record("match", 1, b"id-1");
         match p.process(&r, &mut w, 0, &registry()) {
-            Verdict::Publish { header, plan } => {
+            Verdict::Publish { header, plan, .. } => {
                 assert_eq!(header.category, "match");
                 assert_eq!(&*plan.targets()[0].topic, "prod.glutton.1234.match-v1");
             }

@@ -506,15 +506,17 @@ impl SplitCluster {
         SplitCluster { owner, bootstrap }
     }
 
-    /// Broker 1 coordinates `group` (so taking broker 2 down leaves the
-    /// group alone).
+    /// Broker 1 coordinates `group` and leads its dedup changelog (so
+    /// taking broker 2 down leaves the group and its changelog alone).
     pub fn coordinate(&self, group: &str) {
-        self.owner
-            .client()
-            .mock_cluster()
-            .unwrap()
-            .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+        let mock = self.owner.client().mock_cluster().unwrap();
+        mock.coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
             .unwrap();
+        let changelog = format!("{group}.dedup-changelog");
+        mock.create_topic(&changelog, 2, 1).unwrap();
+        for p in 0..2 {
+            mock.partition_leader(&changelog, p, Some(1)).unwrap();
+        }
     }
 
     /// The next `count` requests of `api` to `broker` fail with `error`.
