@@ -7,7 +7,7 @@
 //! restore reads the changelog partitions of its assignment from the first
 //! record inside the dedup window to the end and keeps its own blocks.
 
-use super::context::ProducerCtx;
+use super::context::{unix_ms, unix_seconds, ProducerCtx};
 use super::state::RouterState;
 use crate::config::{Config, MissingState, TopicCreation};
 use crate::pipeline::changelog::{block_key, decode_block, encode_block, BYTES_PER_ID};
@@ -138,10 +138,10 @@ impl Changelog {
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut by_time = TopicPartitionList::new();
         for &t in &targets {
-            let (low, high) = self
-                .reader
-                .fetch_watermarks(&self.topic, t, left())
-                .map_err(|e| format!("reading the end of {}[{t}]: {e}", self.topic))?;
+            let (low, high) = until(deadline, || {
+                self.reader.fetch_watermarks(&self.topic, t, left())
+            })
+            .map_err(|e| format!("reading the end of {}[{t}]: {e}", self.topic))?;
             if high > low {
                 ends.insert(t, high);
                 by_time
@@ -152,10 +152,10 @@ impl Changelog {
         if ends.is_empty() {
             return Ok(0);
         }
-        let starts = self
-            .reader
-            .offsets_for_times(by_time, left())
-            .map_err(|e| format!("finding the window's start in {}: {e}", self.topic))?;
+        let starts = until(deadline, || {
+            self.reader.offsets_for_times(by_time.clone(), left())
+        })
+        .map_err(|e| format!("finding the window's start in {}: {e}", self.topic))?;
         let mut assign = TopicPartitionList::new();
         for e in starts.elements() {
             // No offset for the time (or a broker that cannot look times
@@ -179,13 +179,15 @@ impl Changelog {
             .assign(&assign)
             .map_err(|e| format!("assigning {}: {e}", self.topic))?;
         let mut restored = 0u64;
+        let mut last_error = None;
         let result = loop {
             if ends.is_empty() {
                 break Ok(restored);
             }
             if left().is_zero() {
+                let why = last_error.map_or(String::new(), |e| format!("; last error: {e}"));
                 break Err(format!(
-                    "{} was not read to its end within {:?} (dedup.changelog.restore_timeout)",
+                    "{} was not read to its end within {:?} (dedup.changelog.restore_timeout){why}",
                     self.topic, self.restore_timeout
                 ));
             }
@@ -207,7 +209,7 @@ impl Changelog {
                     let Some(p) = state.get_mut(slot) else {
                         continue;
                     };
-                    let second = (at_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+                    let second = unix_seconds(at_ms);
                     match decode_block(m.payload().unwrap_or_default()) {
                         Ok(ids) => {
                             for fp in ids {
@@ -222,12 +224,35 @@ impl Changelog {
                 Some(Err(KafkaError::PartitionEOF(t))) => {
                     ends.remove(&t);
                 }
-                Some(Err(e)) => break Err(format!("reading {}: {e}", self.topic)),
+                // Brokers down or moving: librdkafka reports it and keeps
+                // fetching. Only the restore timeout makes it a failure.
+                Some(Err(e)) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "dedup changelog read");
+                    last_error = Some(e);
+                }
                 None => {}
             }
         };
         let _ = self.reader.unassign();
         result
+    }
+}
+
+/// Calls `request` until it succeeds or `deadline` passes (brokers that are
+/// down or electing leaders answer again within a few seconds).
+fn until<T>(
+    deadline: Instant,
+    mut request: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    loop {
+        match request() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "dedup changelog request failed; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 
@@ -382,12 +407,6 @@ fn reader_config(cfg: &Config, create_topics: bool) -> ClientConfig {
         if create_topics { "true" } else { "false" },
     );
     cc
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Ids a block value of `len` bytes holds (for the delivery report's tally).

@@ -229,10 +229,18 @@ impl ProducerCtx {
     }
 }
 
-fn unix_ms() -> i64 {
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Seconds since the Unix epoch of a unix-ms time: the dedup window's
+/// clock, shared by live records and the changelog's block timestamps
+/// (saturates in 2106).
+pub fn unix_seconds(unix_ms: i64) -> u32 {
+    (unix_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// Wall-clock time from a monotonic reading, so a settled record's two ages

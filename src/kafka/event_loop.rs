@@ -8,7 +8,7 @@
 //! them), and housekeep dedup windows and gauges.
 
 use super::changelog::Changelog;
-use super::context::{serve_deliveries, ConsumerCtx, ProducerCtx, Shared};
+use super::context::{serve_deliveries, unix_seconds, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::profile::{LoopProfile, TurnTimes};
@@ -42,12 +42,6 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// once spent, writes are parked for a retry and the turn stops taking
 /// records, so signals and rebalance callbacks are served.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
-
-/// Seconds since the Unix epoch: the dedup window's clock, shared with the
-/// changelog's block timestamps (saturates in 2106).
-fn unix_seconds(unix_ms: i64) -> u32 {
-    (unix_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
-}
 
 pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
