@@ -362,13 +362,13 @@ fn a_second_instance_joining_the_group_loses_nothing() {
         sb.records_in() > 0,
         "the second instance took over partitions"
     );
-    // Every duplicate comes from a record read again after the rebalance,
-    // and the routers counted those reads: duplicates are reported, not silent.
-    assert_eq!(
-        duplicates,
-        read - 600,
-        "duplicates match the re-reads the routers counted"
-    );
+    // Records read again after the rebalance are counted; the new owner
+    // restored the old owner's dedup window from the changelog, so those
+    // it had published are dropped as duplicates, not published again.
+    let dropped = sa.reason(Reason::Duplicate) + sb.reason(Reason::Duplicate);
+    eprintln!("re-reads {}, dropped as duplicates {dropped}", read - 600);
+    assert_eq!(duplicates, 0, "nothing read again was published again");
+    assert!(dropped <= read - 600, "only re-reads were dropped");
     // Each rebalance re-reads at most what was not yet committed (at most
     // the 600 records); a slow machine can see more than one rebalance. A
     // is a member throughout, so it is assigned once more per rebalance.
@@ -446,8 +446,7 @@ fn two_workers_split_the_partitions_and_keep_dedup() {
     let stats = router.ctl.stats.clone();
     router.stop();
 
-    assert_eq!(stats.records_in(), 500);
-    assert_eq!(stats.reason(Reason::Duplicate), 100, "re-sent ids dropped");
+    assert!(stats.records_in() >= 500);
     let per_worker: Vec<u64> = stats.loop_profiles().iter().map(|p| p.records).collect();
     eprintln!("records per worker: {per_worker:?}");
     assert_eq!(per_worker.len(), 2);
@@ -455,10 +454,14 @@ fn two_workers_split_the_partitions_and_keep_dedup() {
         per_worker.iter().all(|&n| n > 0),
         "both workers were given partitions: {per_worker:?}"
     );
+    // A worker that joins late triggers a rebalance, and records the other
+    // one settled but had not committed are read again: the restored
+    // window drops them, so the only effect is in the counts.
+    let reread = per_worker.iter().sum::<u64>() - 500;
     assert_eq!(
-        per_worker.iter().sum::<u64>(),
-        500,
-        "each record read by one worker"
+        stats.reason(Reason::Duplicate),
+        100 + reread,
+        "re-sent ids and re-reads dropped"
     );
     let out = read_topic(&bootstrap, "prod.glutton.1234.match-v1");
     let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
