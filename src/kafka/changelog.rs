@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Delivery opaque of changelog blocks: no input record settles on them.
@@ -67,9 +68,35 @@ impl Changelog {
     }
 
     /// Writes a block for every partition with settled ids not yet written
-    /// (`only`: just these slots). Returns the blocks handed to librdkafka;
-    /// ids librdkafka refuses (its queue is full) stay for the next call.
-    pub fn write(
+    /// (`only`: just these slots), counting them in the shared
+    /// `changelog_in_flight`; ids librdkafka refuses (its queue is full)
+    /// stay for the next call.
+    pub fn write(&self, producer: &BaseProducer<ProducerCtx>, only: Option<&[usize]>) {
+        let shared = &producer.context().shared;
+        let blocks = self.write_blocks(producer, &mut shared.lock(), only);
+        shared
+            .changelog_in_flight
+            .fetch_add(blocks, Ordering::Relaxed);
+    }
+
+    /// [`Changelog::write`], then serves delivery reports until every block
+    /// in flight is acknowledged or `deadline` passes: what a revoke and a
+    /// shutdown do before they commit.
+    pub fn write_and_wait(
+        &self,
+        producer: &BaseProducer<ProducerCtx>,
+        only: Option<&[usize]>,
+        deadline: Instant,
+    ) {
+        self.write(producer, only);
+        let in_flight = &producer.context().shared.changelog_in_flight;
+        while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+
+    /// The blocks of [`Changelog::write`]; returns how many were handed over.
+    fn write_blocks(
         &self,
         producer: &BaseProducer<ProducerCtx>,
         state: &mut RouterState,

@@ -414,15 +414,7 @@ impl ConsumerCtx {
         // The ids these partitions published go to the changelog before
         // their offsets are committed, so the next owner restores them.
         if let (Some(changelog), Some(producer)) = (&self.changelog, self.producer.get()) {
-            let blocks = changelog.write(producer, &mut self.shared.lock(), Some(&slots));
-            self.shared
-                .changelog_in_flight
-                .fetch_add(blocks, Ordering::Relaxed);
-            while self.shared.changelog_in_flight.load(Ordering::Relaxed) > 0
-                && Instant::now() < deadline
-            {
-                producer.poll(Duration::from_millis(10));
-            }
+            changelog.write_and_wait(producer, Some(&slots), deadline);
         }
         let mut commit = TopicPartitionList::new();
         {

@@ -143,9 +143,11 @@ impl<'c> Loop<'c, '_> {
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();
-            if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
-                self.write_changelog();
-                last_changelog = Instant::now();
+            if let Some(changelog) = &self.changelog {
+                if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
+                    changelog.write(&self.producer, None);
+                    last_changelog = Instant::now();
+                }
             }
             if last_store.elapsed() >= STORE_INTERVAL {
                 self.store_offsets();
@@ -411,16 +413,6 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
-    /// Writes the ids settled since the last call to the dedup changelog.
-    pub(super) fn write_changelog(&self) {
-        if let Some(changelog) = &self.changelog {
-            let blocks = changelog.write(&self.producer, &mut self.shared.lock(), None);
-            self.shared
-                .changelog_in_flight
-                .fetch_add(blocks, Ordering::Relaxed);
-        }
-    }
-
     /// Stores every moved watermark; librdkafka's auto-commit commits them.
     pub(super) fn store_offsets(&self) {
         let mut tpl = TopicPartitionList::new();
@@ -509,11 +501,8 @@ impl<'c> Loop<'c, '_> {
                 self.resend_due();
             }
         }
-        self.write_changelog();
-        while self.shared.changelog_in_flight.load(Ordering::Relaxed) > 0
-            && Instant::now() < deadline
-        {
-            self.producer.poll(Duration::from_millis(10));
+        if let Some(changelog) = &self.changelog {
+            changelog.write_and_wait(&self.producer, None, deadline);
         }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
