@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::kafka::{self, RunControl};
 use crate::pipeline::Reason;
 use crate::producer::EnvelopeProducerBuilder;
+use crate::progress::Progress;
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -121,20 +122,21 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
 
     // Wait until the router has settled every record sent.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut last_print = Instant::now();
+    let bar = opts
+        .progress
+        .then(|| Progress::new("  settled", Some(expected.sent)));
     while ctl.stats.records_settled() < expected.sent && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-        if opts.progress && last_print.elapsed() >= Duration::from_millis(500) {
-            progress(&ctl, &expected, started);
-            last_print = Instant::now();
+        if let Some(bar) = &bar {
+            progress(bar, &ctl);
         }
     }
     // The router's working time: from its first record (the mock cluster
     // takes ~3 s to assign partitions to a new group) to the last settled.
     let elapsed = ctl.stats.first_record_at().unwrap_or(started).elapsed();
-    if opts.progress {
-        progress(&ctl, &expected, started);
-        eprintln!();
+    if let Some(bar) = &bar {
+        progress(bar, &ctl);
+        bar.finish();
     }
     ctl.shutdown.store(true, Ordering::Relaxed);
     router
@@ -162,19 +164,11 @@ pub fn run(opts: &DemoOptions, runtime: tokio::runtime::Handle) -> anyhow::Resul
     Ok(report)
 }
 
-fn progress(ctl: &RunControl, e: &Expected, started: Instant) {
+fn progress(bar: &Progress, ctl: &RunControl) {
     let s = &ctl.stats;
-    let secs = ctl
-        .stats
-        .first_record_at()
-        .unwrap_or(started)
-        .elapsed()
-        .as_secs_f64()
-        .max(1e-3);
-    eprint!(
-        "\r  in {:>7}/{}  routed {:>7}  duplicates {:>6}  dead letters {:>5}  {:>8.0} rec/s ",
-        s.records_in(),
-        e.sent,
+    bar.set_position(s.records_settled());
+    bar.set_message(format!(
+        "routed {}  duplicates {}  dead letters {}",
         s.records_routed(),
         s.reason(Reason::Duplicate),
         Reason::ALL
@@ -182,9 +176,7 @@ fn progress(ctl: &RunControl, e: &Expected, started: Instant) {
             .filter(|r| r.is_dead_letter())
             .map(|r| s.reason(*r))
             .sum::<u64>(),
-        s.records_in() as f64 / secs
-    );
-    let _ = std::io::stderr().flush();
+    ));
 }
 
 impl DemoReport {

@@ -37,6 +37,8 @@ pub mod pipeline;
 #[cfg(feature = "producer")]
 pub mod producer;
 #[cfg(feature = "router")]
+pub mod progress;
+#[cfg(feature = "router")]
 pub mod registry;
 #[cfg(feature = "router")]
 pub mod stats;

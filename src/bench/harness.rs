@@ -15,6 +15,7 @@
 use super::latency::LatencyReport;
 use super::workload::{self, Expected, Shape, Sizes};
 use crate::kafka::profile::{LoopProfile, ProducerDigest};
+use crate::progress::Progress;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -282,6 +283,7 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
     }
 
     let sent = expected.sent.to_string();
+    let bar = Progress::new("bench", Some(3 * opts.runs.max(1) as u64));
     let (mut relay, mut routing, mut router) = (Vec::new(), Vec::new(), Vec::new());
     let mut mismatches = Vec::new();
     for i in 0..opts.runs.max(1) {
@@ -312,7 +314,7 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
             let mut args = vec!["relay", "--config", config, "--group", &group];
             args.extend_from_slice(target);
             args.extend(["--exit-after", &sent]);
-            let s = side(progress, &tag, name, opts, &args)?;
+            let s = side(&bar, &tag, name, opts, &args)?;
             if s.records != expected.sent {
                 mismatches.push(format!(
                     "{tag}: {name} read {} of {} records",
@@ -322,7 +324,7 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
             runs.push(one_run(&s, expected.bytes));
         }
         let s = side(
-            progress,
+            &bar,
             &tag,
             "router",
             opts,
@@ -342,6 +344,8 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         );
         router.push(one_run(&s, expected.bytes));
     }
+    bar.set_message("done");
+    bar.finish();
     let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
 
@@ -397,21 +401,20 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
 
 /// Runs one side once and prints its throughput.
 fn side(
-    progress: &mut impl Write,
+    bar: &Progress,
     tag: &str,
     name: &str,
     opts: &BenchOptions,
     args: &[&str],
 ) -> anyhow::Result<ChildSummary> {
-    write!(progress, "{tag}: {name} … ")?;
-    progress.flush()?;
+    bar.set_message(format!("{tag}: {name}"));
     let s = child(opts, args)?;
-    writeln!(
-        progress,
-        "{:.0} records/s, {:.2} CPU-s",
+    bar.println(format!(
+        "{tag}: {name}: {:.0} records/s, {:.2} CPU-s",
         s.records as f64 / s.active_s.max(1e-9),
         s.cpu_s
-    )?;
+    ));
+    bar.inc(1);
     Ok(s)
 }
 

@@ -1,0 +1,159 @@
+//! `run` (the router as a service) and the hidden `relay` (a benchmark ceiling).
+
+use super::{init_logging, runtime};
+use clap::Args;
+use envelope_router::bench::{procstat, relay};
+use envelope_router::config::Config;
+use envelope_router::kafka::{self, RunControl};
+use envelope_router::{http, pipeline::Reason};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The YAML config (see config.example.yaml).
+    #[arg(short, long, env = "ENVELOPE_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Stop once this many records are settled (benchmarks).
+    #[arg(long, hide = true)]
+    exit_after_records: Option<u64>,
+    /// Print a JSON summary line on stdout at exit (benchmarks).
+    #[arg(long, hide = true)]
+    summary: bool,
+}
+
+#[derive(Args)]
+pub struct RelayArgs {
+    #[arg(short, long)]
+    config: PathBuf,
+    #[arg(long, required_unless_present = "routing")]
+    output: Option<String>,
+    #[arg(long, conflicts_with = "output")]
+    routing: bool,
+    #[arg(long)]
+    group: String,
+    #[arg(long)]
+    exit_after: u64,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args.config)?;
+    init_logging(cfg.log.format, &cfg.log.level);
+    let runtime = runtime()?;
+    let metrics = http::install_recorder()?;
+    let ctl = RunControl::default();
+    let done_at = args.exit_after_records.map(|n| stop_after(&ctl, n));
+    let addr = runtime.block_on(http::serve(
+        cfg.metrics.listen,
+        metrics,
+        ctl.ready.clone(),
+        ctl.fatal.clone(),
+    ))?;
+    tracing::info!(%addr, "metrics on /metrics, health on /health and /ready");
+    let shutdown = ctl.shutdown.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        shutdown.store(true, Ordering::Relaxed);
+    });
+    kafka::run(&cfg, &ctl, runtime.handle().clone())?;
+    let finished = done_at.and_then(|h| h.join().ok().flatten());
+    if args.summary {
+        print_summary(&ctl, finished);
+    }
+    if let (Some(n), None) = (args.exit_after_records, finished) {
+        anyhow::bail!("stopped before {n} records were settled");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark's view of a finished run, as one JSON line on stdout.
+fn print_summary(ctl: &RunControl, finished: Option<Instant>) {
+    let s = &ctl.stats;
+    let (loop_profile, producer_digest) = s.profile();
+    let active = match (s.first_record_at(), finished) {
+        (Some(first), Some(done)) => done.duration_since(first).as_secs_f64(),
+        _ => 0.0,
+    };
+    let reasons: std::collections::BTreeMap<&str, u64> = Reason::ALL
+        .iter()
+        .map(|r| (r.code(), s.reason(*r)))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "records": s.records_in(),
+            "routed": s.records_routed(),
+            "settled": s.records_settled(),
+            "reasons": reasons,
+            "active_s": active,
+            "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
+            "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+            "loop": loop_profile,
+            "producer": producer_digest,
+        })
+    );
+}
+
+pub fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(&args.config)?;
+    init_logging(cfg.log.format, &cfg.log.level);
+    cfg.input.group_id = args.group;
+    let mode = match args.output {
+        Some(output) if !args.routing => relay::Mode::Bare { output },
+        _ => relay::Mode::Routing,
+    };
+    let s = relay::run(&cfg, &mode, args.exit_after, child_timeout())?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "records": s.records,
+            "writes": s.writes,
+            "bytes": s.bytes,
+            "active_s": s.active_s,
+            "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
+            "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
+            "producer": s.producer,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the router once `n` records are settled (or the child timeout
+/// passes); the thread returns when that happened, `None` on timeout.
+fn stop_after(ctl: &RunControl, n: u64) -> std::thread::JoinHandle<Option<Instant>> {
+    let ctl = ctl.clone();
+    let deadline = Instant::now() + child_timeout();
+    std::thread::spawn(move || {
+        let done = loop {
+            if ctl.stats.records_settled() >= n {
+                break Some(Instant::now());
+            }
+            if Instant::now() >= deadline || ctl.shutdown.load(Ordering::Relaxed) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        ctl.shutdown.store(true, Ordering::Relaxed);
+        done
+    })
+}
+
+/// How long a benchmark child may run (`ENVELOPE_ROUTER_TIMEOUT_S`, set by `bench`).
+fn child_timeout() -> Duration {
+    std::env::var("ENVELOPE_ROUTER_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(300), Duration::from_secs)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
