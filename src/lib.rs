@@ -41,4 +41,6 @@ pub mod progress;
 #[cfg(feature = "router")]
 pub mod registry;
 #[cfg(feature = "router")]
+pub mod replay;
+#[cfg(feature = "router")]
 pub mod stats;

@@ -14,7 +14,6 @@ pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     out: Output,
     what: String,
-    total: Option<u64>,
 }
 
 enum Output {
@@ -26,6 +25,7 @@ enum Output {
 struct PlainState {
     last: Instant,
     pos: u64,
+    total: Option<u64>,
     message: String,
 }
 
@@ -53,13 +53,13 @@ impl Progress {
             Output::Plain(Mutex::new(PlainState {
                 last: Instant::now(),
                 pos: 0,
+                total,
                 message: String::new(),
             }))
         };
         Progress {
             out,
             what: what.to_owned(),
-            total,
         }
     }
 
@@ -75,6 +75,14 @@ impl Progress {
                     eprintln!("{}", self.plain_line(&s));
                 }
             }
+        }
+    }
+
+    /// Sets the number of steps (once known).
+    pub fn set_length(&self, total: u64) {
+        match &self.out {
+            Output::Bar(b) => b.set_length(total),
+            Output::Plain(s) => s.lock().unwrap_or_else(|e| e.into_inner()).total = Some(total),
         }
     }
 
@@ -117,7 +125,7 @@ impl Progress {
     }
 
     fn plain_line(&self, s: &PlainState) -> String {
-        let counts = match self.total {
+        let counts = match s.total {
             Some(total) => format!("{}/{total}", s.pos),
             None => s.pos.to_string(),
         };

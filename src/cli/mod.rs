@@ -6,6 +6,7 @@ mod bench;
 mod check_config;
 mod demo;
 mod inspect;
+mod replay;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Print envelope headers as JSON lines, from a topic or a file.
     Inspect(inspect::InspectArgs),
+    /// Send dead letters back to their source topic (or `--to`), filtered by
+    /// range, reason, stream and source topic; `--dry-run` only counts.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the command line; errors are printed with their causes.
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::CheckConfig(args) => check_config::check_config(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Replay(args) => replay::replay(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

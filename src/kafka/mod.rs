@@ -6,7 +6,7 @@ pub mod changelog;
 pub mod context;
 mod event_loop;
 mod failed_write;
-mod headers;
+pub mod headers;
 pub mod ledger;
 pub mod produce_error;
 pub mod profile;

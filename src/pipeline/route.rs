@@ -130,17 +130,58 @@ impl StrMatch {
     }
 }
 
-#[derive(Debug)]
-struct Rule {
-    name: Arc<str>,
+/// A compiled [`MatchSpec`]: conditions on a stream's fields (exact
+/// values or globs; absent fields match anything). Routes use it, and so
+/// does `replay` to pick dead letters by stream.
+#[derive(Debug, Default)]
+pub struct StreamMatch {
     fields: [Vec<StrMatch>; 4], // env, source, title, category; empty = any
     versions: Vec<u32>,         // empty = any
-    action: RouteAction,
-    topic: Template,
 }
 
-impl Rule {
-    fn matches(&self, h: &(impl HeaderFields + ?Sized)) -> bool {
+impl StreamMatch {
+    /// Compiles `spec`; `route` names it in errors.
+    pub fn compile(spec: &MatchSpec, route: &str) -> Result<Self, RouteError> {
+        let compile = |m: &Option<OneOrMany<String>>| -> Result<Vec<StrMatch>, RouteError> {
+            let values = match m {
+                None => return Ok(Vec::new()),
+                Some(OneOrMany::One(v)) => std::slice::from_ref(v),
+                Some(OneOrMany::Many(v)) => v.as_slice(),
+            };
+            values
+                .iter()
+                .map(|v| {
+                    if v.contains(['*', '?', '[']) {
+                        glob::Pattern::new(v).map(StrMatch::Glob).map_err(|source| {
+                            RouteError::Pattern {
+                                route: route.to_owned(),
+                                pattern: v.clone(),
+                                source,
+                            }
+                        })
+                    } else {
+                        Ok(StrMatch::Exact(v.clone()))
+                    }
+                })
+                .collect()
+        };
+        Ok(StreamMatch {
+            fields: [
+                compile(&spec.env)?,
+                compile(&spec.source)?,
+                compile(&spec.title)?,
+                compile(&spec.category)?,
+            ],
+            versions: match &spec.version {
+                None => Vec::new(),
+                Some(OneOrMany::One(v)) => vec![*v],
+                Some(OneOrMany::Many(v)) => v.clone(),
+            },
+        })
+    }
+
+    /// Whether every present condition holds for `h`'s stream.
+    pub fn matches(&self, h: &(impl HeaderFields + ?Sized)) -> bool {
         let values = [h.env(), h.source(), h.title(), h.category()];
         self.fields
             .iter()
@@ -148,6 +189,14 @@ impl Rule {
             .all(|(m, v)| m.is_empty() || m.iter().any(|m| m.matches(v)))
             && (self.versions.is_empty() || self.versions.contains(&h.version()))
     }
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    matches: StreamMatch,
+    action: RouteAction,
+    topic: Template,
 }
 
 /// Where one output goes.
@@ -348,30 +397,6 @@ impl Routes {
             if !names.insert(spec.name.as_str()) {
                 return Err(RouteError::DuplicateName(spec.name.clone()));
             }
-            let compile = |m: &Option<OneOrMany<String>>| -> Result<Vec<StrMatch>, RouteError> {
-                let values = match m {
-                    None => return Ok(Vec::new()),
-                    Some(OneOrMany::One(v)) => std::slice::from_ref(v),
-                    Some(OneOrMany::Many(v)) => v.as_slice(),
-                };
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.contains(['*', '?', '[']) {
-                            glob::Pattern::new(v).map(StrMatch::Glob).map_err(|source| {
-                                RouteError::Pattern {
-                                    route: spec.name.clone(),
-                                    pattern: v.clone(),
-                                    source,
-                                }
-                            })
-                        } else {
-                            Ok(StrMatch::Exact(v.clone()))
-                        }
-                    })
-                    .collect()
-            };
-            let m = &spec.matches;
             if spec.action == RouteAction::Drop && spec.topic.is_some() {
                 return Err(RouteError::DropWithTopic(spec.name.clone()));
             }
@@ -384,17 +409,7 @@ impl Routes {
             };
             rules.push(Rule {
                 name: spec.name.as_str().into(),
-                fields: [
-                    compile(&m.env)?,
-                    compile(&m.source)?,
-                    compile(&m.title)?,
-                    compile(&m.category)?,
-                ],
-                versions: match &m.version {
-                    None => Vec::new(),
-                    Some(OneOrMany::One(v)) => vec![*v],
-                    Some(OneOrMany::Many(v)) => v.clone(),
-                },
+                matches: StreamMatch::compile(&spec.matches, &spec.name)?,
                 action: spec.action,
                 topic,
             });
@@ -485,7 +500,7 @@ impl Routes {
     fn route(&self, h: &(impl HeaderFields + ?Sized)) -> RouteDecision {
         let mut targets: Vec<Target> = Vec::new();
         let mut dropped_by = None;
-        for rule in self.rules.iter().filter(|r| r.matches(h)) {
+        for rule in self.rules.iter().filter(|r| r.matches.matches(h)) {
             match rule.action {
                 RouteAction::Drop => {
                     dropped_by = Some(rule.name.clone());
