@@ -611,6 +611,78 @@ impl Config {
     }
 }
 
+/// Settings a running router takes on reload (SIGHUP), as dotted paths:
+/// the routes and the templates and schema settings they use. Everything
+/// else needs a restart.
+pub const LIVE_SETTINGS: [&str; 4] = [
+    "routes",
+    "default_route",
+    "output.topic_template",
+    "schema.subject_template",
+];
+
+impl Config {
+    /// This config with the [`LIVE_SETTINGS`] of `new`: what a reload puts
+    /// into effect.
+    pub fn with_live_settings_of(&self, new: &Config) -> Config {
+        let mut out = self.clone();
+        out.routes = new.routes.clone();
+        out.default_route = new.default_route;
+        out.output.topic_template = new.output.topic_template.clone();
+        out.schema.subject_template = new.schema.subject_template.clone();
+        out
+    }
+
+    /// Dotted paths of settings that differ between `self` and `new` and
+    /// need a restart to take effect (not in [`LIVE_SETTINGS`]).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (
+            serde_json::to_value(self.with_live_settings_of(new)),
+            serde_json::to_value(new),
+        ) else {
+            return vec!["(the config could not be compared)".into()];
+        };
+        let mut out = Vec::new();
+        diff_paths(&old, &new, "", &mut out);
+        out
+    }
+}
+
+/// Collects the dotted paths where `a` and `b` differ (objects by key,
+/// anything else as a whole).
+fn diff_paths(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_paths(x, y, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(at.to_owned()),
+        _ => {}
+    }
+}
+
+/// 1-based line and column of the first `key: value` line in `text` whose
+/// value is `value` (bare or quoted): where a named item (a route) is.
+pub fn locate(text: &str, key: &str, value: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        let rest = trimmed.strip_prefix(key)?.trim_start().strip_prefix(':')?;
+        let v = rest.trim().trim_matches(|c| c == '"' || c == '\'');
+        (v == value).then(|| (i + 1, line.len() - trimmed.len() + 1))
+    })
+}
+
 /// Whether a librdkafka property holds a secret (never logged).
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -718,6 +790,34 @@ mod tests {
     }
 
     const MINIMAL: &str = "kafka: {bootstrap.servers: 'localhost:9092'}\ninput: {topics: [raw]}\nschema: {registry: {file: schemas.yaml}}\n";
+
+    #[test]
+    fn a_reload_takes_live_settings_and_names_the_rest() {
+        let parse = |extra: &str| {
+            Config::from_yaml(&format!("{MINIMAL}{extra}"), Path::new("t.yaml"), env).unwrap()
+        };
+        let running = parse("routes: [{name: a, topic: old}]\n");
+        let mut new = parse(
+            "routes: [{name: a, topic: new}]\noutput: {topic_template: 'x.{env}'}\nworkers: 2\n",
+        );
+        new.input.group_id = "other".into();
+        let applied = running.with_live_settings_of(&new);
+        assert_eq!(applied.routes[0].topic.as_deref(), Some("new"));
+        assert_eq!(applied.output.topic_template, "x.{env}");
+        assert_eq!(applied.workers, running.workers, "restart-only: kept");
+        let mut changes = running.restart_only_changes(&new);
+        changes.sort();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes, ["input.group_id", "workers"]);
+        assert!(running.restart_only_changes(&running.clone()).is_empty());
+    }
+
+    #[test]
+    fn locates_a_named_item() {
+        let text = "routes:\n  - name: first\n  - name: \"second\"\n";
+        assert_eq!(locate(text, "name", "second"), Some((3, 5)));
+        assert_eq!(locate(text, "name", "third"), None);
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -58,6 +58,8 @@ pub struct Stats {
     changelog: ChangelogTally,
     assignments: AtomicU64,
     longest_revoke_ms: AtomicU64,
+    /// Config reloads applied, refused.
+    reloads: [AtomicU64; 2],
     topic_bound_reached: std::sync::atomic::AtomicBool,
     profile: Mutex<(Vec<LoopProfile>, ProducerDigest)>,
     /// Per consume loop: paused partitions, dedup entries, dedup bytes.
@@ -307,6 +309,25 @@ impl Stats {
             c.ids_restored.load(Relaxed),
             c.blocks_failed.load(Relaxed),
         )
+    }
+
+    /// A config reload was applied (`ok`) or refused; `restart_pending`:
+    /// the file has restart-only changes not in effect.
+    pub fn config_reload(&self, ok: bool, restart_pending: bool) {
+        let result = if ok { "applied" } else { "invalid" };
+        counter!("envelope_router_config_reloads_total", "result" => result).increment(1);
+        if ok {
+            self.reloads[0].fetch_add(1, Relaxed);
+            gauge!("envelope_router_config_restart_pending")
+                .set(f64::from(u8::from(restart_pending)));
+        } else {
+            self.reloads[1].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Config reloads applied and refused so far.
+    pub fn config_reloads(&self) -> (u64, u64) {
+        (self.reloads[0].load(Relaxed), self.reloads[1].load(Relaxed))
     }
 
     /// Consumer lag of one input partition (from librdkafka statistics).

@@ -1,6 +1,7 @@
 //! The `envelope-router run` binary as a separate process against the mock
 //! cluster (it listens on localhost): SIGTERM makes it flush, commit and
-//! exit 0, with the group's committed offsets covering every record.
+//! exit 0, with the group's committed offsets covering every record;
+//! SIGHUP before it reloads the config and keeps it running.
 
 mod common;
 
@@ -53,6 +54,14 @@ shutdown_timeout: 10s
             "router did not publish the records"
         );
     }
+    // SIGHUP reloads the (unchanged) config and keeps running.
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not stop it");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -74,6 +83,10 @@ shutdown_timeout: 10s
     assert!(exit.success(), "exit {exit:?}\n{log}");
     assert!(
         log.contains("signal received") && log.contains("router stopped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SIGHUP: reloading the config") && log.contains("config reloaded"),
         "{log}"
     );
     assert!(log.lines().all(|l| l.starts_with('{')), "json logs: {log}");

@@ -1,9 +1,9 @@
 //! `check-config`: load a config, compile what `run` would, print a summary.
 
-use anyhow::Context;
 use clap::Args;
 use envelope_router::config::{is_secret_property, Config};
-use std::path::PathBuf;
+use envelope_router::kafka::reload::compile;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -15,25 +15,13 @@ pub struct CheckConfigArgs {
 
 pub fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&args.config)?;
-    print_summary(&cfg)?;
+    print_summary(&cfg, &args.config)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Compiles everything `run` would and prints a summary.
-fn print_summary(cfg: &Config) -> anyhow::Result<()> {
-    use envelope_router::pipeline::route::Routes;
-    use envelope_router::pipeline::template::Template;
-    let subject =
-        Template::parse(&cfg.schema.subject_template).context("schema.subject_template")?;
-    Routes::new(
-        &cfg.routes,
-        cfg.default_route,
-        &cfg.output.topic_template,
-        Some(subject),
-    )?;
-    if let Some(file) = &cfg.schema.registry.file {
-        envelope_router::registry::FileRegistry::load(file)?;
-    }
+/// Compiles everything `run` would (as a reload does) and prints a summary.
+fn print_summary(cfg: &Config, path: &Path) -> anyhow::Result<()> {
+    compile(cfg, path).map_err(anyhow::Error::msg)?;
     println!("config OK");
     println!(
         "  input topics: {:?} (group {})",

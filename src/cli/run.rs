@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// Print a JSON summary line on stdout at exit (benchmarks).
     #[arg(long, hide = true)]
     summary: bool,
+    /// Also reload when the config file changes (checked at this interval,
+    /// e.g. `2s`); SIGHUP always reloads.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    watch_config: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -58,6 +62,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("signal received: stopping");
         shutdown.store(true, Ordering::Relaxed);
     });
+    runtime.spawn(reload_on_hangup(ctl.clone(), args.config.clone()));
+    if let Some(every) = args.watch_config {
+        runtime.spawn(reload_on_change(ctl.clone(), args.config.clone(), every));
+    }
     kafka::run(&cfg, &ctl, runtime.handle().clone())?;
     let finished = done_at.and_then(|h| h.join().ok().flatten());
     if args.summary {
@@ -147,6 +155,36 @@ fn child_timeout() -> Duration {
         .ok()
         .and_then(|s| s.parse().ok())
         .map_or(Duration::from_secs(300), Duration::from_secs)
+}
+
+/// Reloads routes and schema settings on each SIGHUP.
+async fn reload_on_hangup(ctl: RunControl, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    while hangup.recv().await.is_some() {
+        tracing::info!(path = %path.display(), "SIGHUP: reloading the config");
+        let _ = ctl.reload(&path);
+    }
+}
+
+/// Reloads when the config file's modification time or size changes.
+async fn reload_on_change(ctl: RunControl, path: PathBuf, every: Duration) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != last && now.is_some() {
+            last = now;
+            tracing::info!(path = %path.display(), "config file changed: reloading");
+            let _ = ctl.reload(&path);
+        }
+    }
 }
 
 async fn wait_for_signal() {

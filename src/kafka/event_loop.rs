@@ -12,6 +12,7 @@ use super::context::{serve_deliveries, unix_seconds, ConsumerCtx, ProducerCtx, S
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::profile::{LoopProfile, TurnTimes};
+use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
 use crate::config::Config;
@@ -73,6 +74,10 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) queue_wait_left: std::cell::Cell<Duration>,
     /// The dedup changelog (None when off).
     pub(super) changelog: Option<Arc<Changelog>>,
+    /// The config in effect (replaced by a reload).
+    pub(super) live: Arc<LiveConfig>,
+    /// The generation of `live` this loop's pipeline was built from.
+    pub(super) generation: u64,
 }
 
 impl<'c> Loop<'c, '_> {
@@ -83,6 +88,7 @@ impl<'c> Loop<'c, '_> {
         let mut profile = LoopProfile::default();
         while !self.stopping() {
             let turn_start = Instant::now();
+            self.take_reload();
             self.queue_wait_left.set(QUEUE_FULL_WAIT);
             self.throttle_on_full_queue();
             let busy = self.shared.lock().in_flight() > 0;
@@ -164,6 +170,29 @@ impl<'c> Loop<'c, '_> {
             }
         }
         self.shared.stats.loop_profile(self.shared.worker, &profile);
+    }
+
+    /// Swaps in the pipeline of a reloaded config, between two records.
+    fn take_reload(&mut self) {
+        let generation = self.live.generation();
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let Some(cfg) = self.live.current() else {
+            return;
+        };
+        // Checked before it was published: this only fails if a file it
+        // names (the file registry) changed in between.
+        match compile(&cfg, std::path::Path::new("config")) {
+            Ok(pc) => {
+                self.pipeline = Pipeline::new(pc);
+                tracing::debug!(worker = self.shared.worker, generation, "routes reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, generation, "reloaded routes failed to compile; keeping the previous ones")
+            }
+        }
     }
 
     /// A fresh record: process it, or queue it behind its partition's backlog.

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod ledger;
 pub mod produce_error;
 pub mod profile;
+pub mod reload;
 mod retry;
 mod run;
 mod schema_wait;

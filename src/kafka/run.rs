@@ -12,10 +12,8 @@ use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
 use crate::config::{Config, TopicCreation};
-use crate::pipeline::route::Routes;
 use crate::pipeline::schema::SchemaMode;
-use crate::pipeline::template::Template;
-use crate::pipeline::{Pipeline, PipelineConfig, Reason};
+use crate::pipeline::{Pipeline, Reason};
 use crate::registry::{Registry, Resolver, SchemaCache};
 use crate::stats::Stats;
 use anyhow::Context as _;
@@ -41,6 +39,8 @@ pub struct RunControl {
     /// Set when a client hits a fatal error: `/health` answers 503 with
     /// the cause, and [`run`] returns it as an error.
     pub fatal: Arc<OnceLock<String>>,
+    /// The config in effect, replaced by [`RunControl::reload`].
+    pub live: Arc<super::reload::LiveConfig>,
 }
 
 /// Runs the router until `ctl.shutdown` is set, then drains, commits and
@@ -53,6 +53,7 @@ pub struct RunControl {
 /// group gives each partition to one consumer, so each partition's records,
 /// dedup window and settlement stay in one loop, as with one worker.
 pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    ctl.live.install(cfg);
     let subject_mode = cfg.schema.mode == SchemaMode::Subject;
     let cache = Arc::new(SchemaCache::new(cfg.schema.registry.unknown_ttl));
     let registry = Registry::from_config(&cfg.schema.registry, subject_mode)?;
@@ -173,6 +174,8 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         throttled: None,
         queue_wait_left: Default::default(),
         changelog,
+        live: ctl.live.clone(),
+        generation: ctl.live.generation(),
     };
     router.ensure_topic(&cfg.dead_letter.topic);
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
@@ -214,21 +217,10 @@ impl Clients {
         ctl: &RunControl,
         changelog_partitions: Option<i32>,
     ) -> anyhow::Result<Clients> {
-        let subject = (cfg.schema.mode == SchemaMode::Subject)
-            .then(|| Template::parse(&cfg.schema.subject_template))
-            .transpose()
-            .context("schema.subject_template")?;
-        let routes = Routes::new(
-            &cfg.routes,
-            cfg.default_route,
-            &cfg.output.topic_template,
-            subject,
-        )?;
-        let pipeline = Pipeline::new(PipelineConfig {
-            routes,
-            schema_mode: cfg.schema.mode,
-            max_record_bytes: cfg.output.max_record_bytes,
-        });
+        let pipeline = Pipeline::new(
+            super::reload::compile(cfg, std::path::Path::new("config"))
+                .map_err(anyhow::Error::msg)?,
+        );
         let shared = Arc::new(Shared {
             state: Default::default(),
             stats: ctl.stats.clone(),

@@ -114,6 +114,16 @@ pub enum RouteError {
     DuplicateName(String),
 }
 
+impl RouteError {
+    /// The route the error is about (`None` for a duplicate name: both).
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            RouteError::Pattern { route, .. } | RouteError::Template { route, .. } => Some(route),
+            RouteError::DropWithTopic(route) | RouteError::DuplicateName(route) => Some(route),
+        }
+    }
+}
+
 /// A compiled condition on one string field.
 #[derive(Debug)]
 enum StrMatch {
