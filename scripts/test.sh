@@ -16,6 +16,7 @@ command -v perl >/dev/null || missing+=(perl)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)   # librdkafka TLS/SASL, registry HTTPS
+command -v promtool >/dev/null || missing+=(prometheus)          # the monitoring kit's tests
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -42,6 +43,14 @@ cargo run -q -- demo --records 3000 2>/dev/null
 
 step "bench --quick (router vs the bare and routing relays; checks correctness, not speed)"
 cargo run -q -- bench --quick 2>/dev/null
+
+step "monitoring kit: alert rules (promtool), a real Prometheus scraping the router, dashboard queries"
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts.test.yaml
+cargo test -q --all-features --test prometheus -- --ignored
+
+step "Debian package: build (cargo-deb), install, check, purge"
+scripts/deb-test.sh
 
 step "independent broker (tansu, TLS via stunnel, Python clients) and faults"
 scripts/independent.sh

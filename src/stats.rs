@@ -265,6 +265,12 @@ impl Stats {
         gauge!("envelope_router_dedup_bytes").set(bytes as f64);
     }
 
+    /// The instance's dedup budget (`dedup.max_entries`), for the alert on
+    /// windows near it.
+    pub fn dedup_budget(&self, max_entries: usize) {
+        gauge!("envelope_router_dedup_max_entries").set(max_entries as f64);
+    }
+
     /// Updates one worker's gauge values and returns the total of field `i`.
     fn per_worker(&self, worker: usize, set: impl FnOnce(&mut [u64; 3]), i: usize) -> u64 {
         let mut all = self.workers.lock().unwrap_or_else(|e| e.into_inner());

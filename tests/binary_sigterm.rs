@@ -61,7 +61,10 @@ shutdown_timeout: 10s
         .unwrap();
     assert!(hup.success());
     std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not stop it");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop it"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -54,6 +54,7 @@ pub struct RunControl {
 /// dedup window and settlement stay in one loop, as with one worker.
 pub fn run(cfg: &Config, ctl: &RunControl, runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
     ctl.live.install(cfg);
+    ctl.stats.dedup_budget(cfg.dedup.max_entries);
     let subject_mode = cfg.schema.mode == SchemaMode::Subject;
     let cache = Arc::new(SchemaCache::new(cfg.schema.registry.unknown_ttl));
     let registry = Registry::from_config(&cfg.schema.registry, subject_mode)?;
