@@ -43,6 +43,7 @@ fn sequence(value: &[u8]) -> u32 {
 
 #[test]
 fn routes_switch_at_a_record_boundary_without_a_rebalance() {
+    init_logs();
     let kafka = cluster(1);
     let bootstrap = kafka.bootstrap_servers();
     let registry = TestRegistry::start(&[(1, &[])]);
