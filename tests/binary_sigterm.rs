@@ -1,7 +1,8 @@
 //! The `envelope-router run` binary as a separate process against the mock
 //! cluster (it listens on localhost): SIGTERM makes it flush, commit and
 //! exit 0, with the group's committed offsets covering every record;
-//! SIGHUP before it reloads the config and keeps it running.
+//! SIGHUP before it, and an edit of the watched file, reload the config
+//! and keep it running.
 
 mod common;
 
@@ -40,7 +41,7 @@ shutdown_timeout: 10s
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_envelope-router"))
-        .args(["run", "--config"])
+        .args(["run", "--watch-config", "200ms", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -65,6 +66,11 @@ shutdown_timeout: 10s
         child.try_wait().unwrap().is_none(),
         "SIGHUP must not stop it"
     );
+    // --watch-config: an edit of the file reloads it too.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(&config, text).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -89,7 +95,9 @@ shutdown_timeout: 10s
         "{log}"
     );
     assert!(
-        log.contains("SIGHUP: reloading the config") && log.contains("config reloaded"),
+        log.contains("SIGHUP: reloading the config")
+            && log.contains("config file changed: reloading")
+            && log.matches("config reloaded").count() == 2,
         "{log}"
     );
     assert!(log.lines().all(|l| l.starts_with('{')), "json logs: {log}");

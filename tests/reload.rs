@@ -12,28 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn yaml(bootstrap: &str, registry: &str, group: &str, route_topic: &str) -> String {
-    format!(
-        r#"
-kafka:
-  bootstrap.servers: "{bootstrap}"
-  consumer: {{ session.timeout.ms: 6000 }}
-input:
-  topics: [raw]
-  group_id: {group}
-output:
-  create_topics: broker
-dead_letter:
-  topic: dlq
-schema:
-  registry:
-    url: "{registry}"
-routes:
-  - name: matches
-    match: {{ category: match }}
-    topic: "{route_topic}"
-shutdown_timeout: 10s
-"#
-    )
+    let routes = format!(
+        "routes:\n  - name: matches\n    match: {{ category: match }}\n    topic: \"{route_topic}\"\n"
+    );
+    config_yaml(bootstrap, group, registry, &routes)
 }
 
 /// The sequence number a record of this test carries in its payload's last 4 bytes.
@@ -94,13 +76,15 @@ fn routes_switch_at_a_record_boundary_without_a_rebalance() {
     assert_eq!(reloaded.restart_needed, vec!["input.group_id".to_owned()]);
 
     // An invalid file: refused with its location; the running routes stay.
-    write(
-        &yaml(&bootstrap, &registry.url, "reload", "routes.{title")
-            .replace("shutdown_timeout", "# broken\nshutdown_timeout"),
-    );
+    let broken = yaml(&bootstrap, &registry.url, "reload", "routes.{title");
+    let line = 1 + broken
+        .lines()
+        .position(|l| l.contains("- name: matches"))
+        .unwrap();
+    write(&broken);
     let err = router.ctl.reload(&path).expect_err("an unclosed brace");
     assert!(
-        err.starts_with(&format!("{}:16:5: route \"matches\"", path.display())),
+        err.starts_with(&format!("{}:{line}:5: route \"matches\"", path.display())),
         "names file:line:column: {err}"
     );
     write("kafka: [unclosed");

@@ -140,6 +140,8 @@ pub fn run(opts: &ReplayOptions, progress: &Progress) -> anyhow::Result<Tally> {
     let mut unacked = 0usize;
     let mut last_progress = Instant::now();
     while !ends.is_empty() {
+        // Delivery reports are served only by polling the producer.
+        unacked -= serve_acks(&producer, &rows, &mut tally);
         if last_progress.elapsed() >= opts.stall_timeout {
             let left: Vec<String> = ends
                 .iter()
@@ -162,10 +164,7 @@ pub fn run(opts: &ReplayOptions, progress: &Progress) -> anyhow::Result<Tally> {
                 tracing::debug!(error = %e, "dead-letter read");
                 continue;
             }
-            None => {
-                unacked -= serve_acks(&producer, &rows, &mut tally);
-                continue;
-            }
+            None => continue,
         };
         last_progress = Instant::now();
         let Some(&end) = ends.get(&m.partition()) else {

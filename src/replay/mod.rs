@@ -15,7 +15,7 @@
 
 pub mod kafka;
 
-use crate::envelope::{EnvelopeView, HeaderFields};
+use crate::envelope::{EnvelopeView, TopicName};
 use crate::pipeline::route::{MatchSpec, OneOrMany, RouteError, StreamMatch};
 use std::collections::BTreeMap;
 
@@ -150,17 +150,7 @@ impl Filter {
 /// (`-` when its header cannot be read).
 pub fn stream_of(payload: &[u8]) -> String {
     match EnvelopeView::read(payload) {
-        Ok(v) => {
-            let h = v.header();
-            format!(
-                "{}.{}.{}.{}-v{}",
-                h.env(),
-                h.source(),
-                h.title(),
-                h.category(),
-                h.version()
-            )
-        }
+        Ok(v) => TopicName(v.header()).to_string(),
         Err(_) => "-".to_owned(),
     }
 }

@@ -200,7 +200,13 @@ impl Drop for RunningRouter {
 
 /// Router config for a test.
 pub fn config(bootstrap: &str, group: &str, registry_url: &str, extra: &str) -> Config {
-    let yaml = format!(
+    let yaml = config_yaml(bootstrap, group, registry_url, extra);
+    Config::from_yaml(&yaml, std::path::Path::new("test.yaml"), |_| None).unwrap()
+}
+
+/// The YAML text of [`config`] (for tests that need it in a file).
+pub fn config_yaml(bootstrap: &str, group: &str, registry_url: &str, extra: &str) -> String {
+    format!(
         r#"
 kafka:
   bootstrap.servers: "{bootstrap}"
@@ -221,8 +227,7 @@ schema:
 shutdown_timeout: 10s
 {extra}
 "#
-    );
-    Config::from_yaml(&yaml, std::path::Path::new("test.yaml"), |_| None).unwrap()
+    )
 }
 
 /// A header builder for stream `category` version 1 under `schema_id`.
