@@ -426,3 +426,30 @@ fn serve_acks_after(
     }
     acks.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_edges_offsets_times_and_ages() {
+        assert_eq!("beginning".parse(), Ok(Position::Edge));
+        assert_eq!("end".parse(), Ok(Position::Edge));
+        assert_eq!("1200".parse(), Ok(Position::Offset(1200)));
+        assert!("-3".parse::<Position>().is_err());
+        assert_eq!(
+            "2026-11-23T10:00:00Z".parse(),
+            Ok(Position::Time(1_795_428_000_000))
+        );
+        let Ok(Position::Time(ms)) = "2h".parse::<Position>() else {
+            panic!("an age is a time")
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((now - 7_200_000 - ms).abs() < 60_000, "two hours ago");
+        let e = "yesterday-ish".parse::<Position>().unwrap_err();
+        assert!(e.contains("RFC 3339"), "{e}");
+    }
+}
