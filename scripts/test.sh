@@ -38,8 +38,11 @@ cargo test --all-features --all-targets
 step "doc tests"
 cargo test --all-features --doc
 
-step "demo (embedded mock cluster, accounting check)"
-cargo run -q -- demo --records 3000 2>/dev/null
+step "demo (embedded mock cluster, accounting check; plain progress lines when piped)"
+demo_log=$(mktemp)
+cargo run -q -- demo --records 3000 2>"$demo_log"
+if grep -q $'\r' "$demo_log"; then echo "demo wrote carriage returns into a pipe"; exit 1; fi
+grep -q "settled: 3000/3000" "$demo_log" || { cat "$demo_log"; echo "demo printed no progress line"; exit 1; }
 
 step "bench --quick (router vs the bare and routing relays; checks correctness, not speed)"
 cargo run -q -- bench --quick 2>/dev/null
