@@ -459,10 +459,13 @@ pub enum ConfigError {
         message: String,
     },
     /// Values that parse but do not make a working router.
-    #[error("{path}: {message}")]
+    #[error("{path}{at}: {message}")]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// `:line:column` of the setting the message names, when found
+        /// (block-style YAML), else empty.
+        at: String,
         /// What is wrong.
         message: String,
     },
@@ -495,9 +498,16 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        config.check().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
+        config.check().map_err(|message| {
+            // Each message starts with the setting it is about.
+            let setting = message.split([' ', ':']).next().unwrap_or_default();
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                at: locate_setting(&text, setting)
+                    .map(|(line, column)| format!(":{line}:{column}"))
+                    .unwrap_or_default(),
+                message,
+            }
         })?;
         Ok(config)
     }
@@ -672,6 +682,28 @@ fn diff_paths(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut 
     }
 }
 
+/// 1-based line and column of a dotted setting (`schema.registry.url`) in
+/// block-style YAML: each segment is looked for below and indented deeper
+/// than the one before. Stops at the deepest segment found (a key with a
+/// dot in it, or a flow mapping, ends the walk there).
+pub fn locate_setting(text: &str, setting: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = None;
+    let (mut from, mut parent_indent) = (0usize, None::<usize>);
+    for segment in setting.split('.').filter(|s| !s.is_empty()) {
+        let hit = lines.iter().enumerate().skip(from).find_map(|(i, line)| {
+            let indent = line.len() - line.trim_start().len();
+            let key = line.trim_start().strip_prefix(segment)?;
+            let deeper = parent_indent.is_none_or(|p| indent > p);
+            (deeper && key.trim_start().starts_with(':')).then_some((i, indent))
+        });
+        let Some((i, indent)) = hit else { break };
+        found = Some((i + 1, indent + 1));
+        (from, parent_indent) = (i + 1, Some(indent));
+    }
+    found
+}
+
 /// 1-based line and column of the first `key: value` line in `text` whose
 /// value is `value` (bare or quoted): where a named item (a route) is.
 pub fn locate(text: &str, key: &str, value: &str) -> Option<(usize, usize)> {
@@ -810,6 +842,22 @@ mod tests {
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes, ["input.group_id", "workers"]);
         assert!(running.restart_only_changes(&running.clone()).is_empty());
+    }
+
+    #[test]
+    fn invalid_settings_are_located() {
+        let text = "kafka:\n  bootstrap.servers: x\ninput:\n  topics: [raw]\nschema:\n  registry:\n    file: s.yaml\n    unknown_ttl: 10ms\n";
+        assert_eq!(
+            locate_setting(text, "schema.registry.unknown_ttl"),
+            Some((8, 5))
+        );
+        assert_eq!(locate_setting(text, "input.topics"), Some((4, 3)));
+        let e = Config::from_yaml(text, Path::new("r.yaml"), env).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.yaml:8:5: schema.registry.unknown_ttl is"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -87,10 +87,20 @@ fn routes_switch_at_a_record_boundary_without_a_rebalance() {
         err.starts_with(&format!("{}:{line}:5: route \"matches\"", path.display())),
         "names file:line:column: {err}"
     );
+    // A value the config check refuses is located too.
+    let mut zero_workers = yaml(&bootstrap, &registry.url, "reload", "routes.old.{title}");
+    zero_workers.push_str("workers: 0\n");
+    let line = zero_workers.lines().count();
+    write(&zero_workers);
+    let err = router.ctl.reload(&path).expect_err("no workers");
+    assert!(
+        err.starts_with(&format!("{}:{line}:1: workers is 0", path.display())),
+        "{err}"
+    );
     write("kafka: [unclosed");
     let err = router.ctl.reload(&path).expect_err("a YAML error");
     assert!(err.contains("line 1"), "{err}");
-    assert_eq!(router.ctl.stats.config_reloads(), (1, 2));
+    assert_eq!(router.ctl.stats.config_reloads(), (1, 3));
 
     producer.join().unwrap();
     router.wait_settled(u64::from(total), Duration::from_secs(60));
