@@ -25,19 +25,7 @@ fn sigterm_flushes_commits_and_exits_cleanly() {
     let config = dir.join("router.yaml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-kafka: {{ bootstrap.servers: "{bootstrap}" }}
-input: {{ topics: [raw], group_id: sigterm }}
-output: {{ create_topics: broker }}
-dead_letter: {{ topic: dlq }}
-schema: {{ registry: {{ url: "{}" }} }}
-metrics: {{ listen: "127.0.0.1:0" }}
-log: {{ format: json, level: info }}
-shutdown_timeout: 10s
-"#,
-            registry.url
-        ),
+        binary_config_yaml(&bootstrap, "sigterm", &registry.url, "127.0.0.1:0", ""),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_envelope-router"))

@@ -93,22 +93,12 @@ fn kill9_twenty_times_loses_nothing_and_rarely_publishes_twice() {
     let config = dir.join("router.yaml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-kafka:
-  bootstrap.servers: "{bootstrap}"
-  # A killed member leaves the group when its session expires.
-  consumer: {{ session.timeout.ms: 6000 }}
-input: {{ topics: [raw], group_id: kill9 }}
-output: {{ create_topics: broker }}
-dead_letter: {{ topic: dlq }}
-dedup: {{ changelog: {{ enabled: {changelog} }} }}
-schema: {{ registry: {{ url: "{}" }} }}
-metrics: {{ listen: "127.0.0.1:${{METRICS_PORT}}" }}
-log: {{ format: json, level: info }}
-shutdown_timeout: 10s
-"#,
-            registry.url
+        binary_config_yaml(
+            &bootstrap,
+            "kill9",
+            &registry.url,
+            "127.0.0.1:${METRICS_PORT}",
+            &format!("dedup: {{ changelog: {{ enabled: {changelog} }} }}"),
         ),
     )
     .unwrap();

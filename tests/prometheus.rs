@@ -164,19 +164,7 @@ fn prometheus_scrapes_the_router_and_runs_the_kit() {
     let config = dir.join("router.yaml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-kafka: {{ bootstrap.servers: "{bootstrap}" }}
-input: {{ topics: [raw], group_id: prometheus }}
-output: {{ create_topics: broker }}
-dead_letter: {{ topic: dlq }}
-schema: {{ registry: {{ url: "{}" }} }}
-metrics: {{ listen: "127.0.0.1:0" }}
-log: {{ format: json, level: info }}
-shutdown_timeout: 5s
-"#,
-            registry.url
-        ),
+        binary_config_yaml(&bootstrap, "prometheus", &registry.url, "127.0.0.1:0", ""),
     )
     .unwrap();
     let mut router = Killed(

@@ -230,6 +230,34 @@ shutdown_timeout: 10s
     )
 }
 
+/// Config text for the router binary (`envelope-router run`) in a test:
+/// JSON logs at info (tests read them), metrics on `metrics_listen`, and
+/// `extra` top-level settings.
+pub fn binary_config_yaml(
+    bootstrap: &str,
+    group: &str,
+    registry_url: &str,
+    metrics_listen: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+kafka:
+  bootstrap.servers: "{bootstrap}"
+  # A killed member leaves the group when its session expires.
+  consumer: {{ session.timeout.ms: 6000 }}
+input: {{ topics: [raw], group_id: {group} }}
+output: {{ create_topics: broker }}
+dead_letter: {{ topic: dlq }}
+schema: {{ registry: {{ url: "{registry_url}" }} }}
+metrics: {{ listen: "{metrics_listen}" }}
+log: {{ format: json, level: info }}
+shutdown_timeout: 10s
+{extra}
+"#
+    )
+}
+
 /// A header builder for stream `category` version 1 under `schema_id`.
 pub fn stream(env: &str, source: &str, category: &str, schema_id: u32) -> HeaderBuilder {
     HeaderBuilder::new()
