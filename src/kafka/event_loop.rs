@@ -82,6 +82,8 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) live: Arc<LiveConfig>,
     /// The generation of `live` this loop's pipeline was built from.
     pub(super) generation: u64,
+    /// A settled-record count to stop at (benchmarks).
+    pub(super) exit_after: Arc<super::run::ExitAfter>,
 }
 
 impl<'c> Loop<'c, '_> {
@@ -147,6 +149,9 @@ impl<'c> Loop<'c, '_> {
             serve_deliveries(&self.producer, ProducerCtx::reports);
             let served = Instant::now();
             t.deliveries = served - now;
+            if self.exit_after.check(self.shared.stats.records_settled()) {
+                self.shutdown.store(true, Ordering::Relaxed);
+            }
             if self.shared.client_error_seen.swap(false, Ordering::Relaxed) {
                 self.check_fatal();
             }

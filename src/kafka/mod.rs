@@ -19,4 +19,4 @@ pub mod throttle;
 pub mod topic_handles;
 mod topics;
 
-pub use run::{consumer_config, producer_config, run, RunControl};
+pub use run::{consumer_config, producer_config, run, ExitAfter, RunControl};

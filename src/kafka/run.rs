@@ -42,6 +42,40 @@ pub struct RunControl {
     pub fatal: Arc<OnceLock<String>>,
     /// The config in effect, replaced by [`RunControl::reload`].
     pub live: Arc<super::reload::LiveConfig>,
+    /// Stop once this many records have settled (benchmarks).
+    pub exit_after: Arc<ExitAfter>,
+}
+
+/// A record count to stop at (`run --exit-after-records`). The consume
+/// loops check it after serving delivery reports, so the stop costs no
+/// polling thread and is stamped at the turn that settled the last record.
+#[derive(Default)]
+pub struct ExitAfter {
+    records: OnceLock<u64>,
+    reached: OnceLock<Instant>,
+}
+
+impl ExitAfter {
+    /// Stop once `records` have settled.
+    pub fn set(&self, records: u64) {
+        let _ = self.records.set(records);
+    }
+
+    /// When the count was reached, if it was.
+    pub fn reached(&self) -> Option<Instant> {
+        self.reached.get().copied()
+    }
+
+    /// Whether `settled` reaches the count (stamping the first time).
+    pub(super) fn check(&self, settled: u64) -> bool {
+        match self.records.get() {
+            Some(&n) if settled >= n => {
+                let _ = self.reached.set(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Runs the router until `ctl.shutdown` is set, then drains, commits and
@@ -179,6 +213,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         changelog,
         live: ctl.live.clone(),
         generation: ctl.live.generation(),
+        exit_after: ctl.exit_after.clone(),
     };
     router.ensure_topic(&cfg.dead_letter.topic);
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
