@@ -274,10 +274,11 @@ fn failed_produces_are_retried_not_dropped() {
 #[test]
 fn health_readiness_and_metrics_endpoints() {
     use std::io::{Read, Write};
-    let handle = envelope_router::http::install_recorder().unwrap();
+    let rt = runtime();
+    let handle = envelope_router::http::install_recorder(rt.handle()).unwrap();
     let ready = flag();
     let fatal = Arc::new(std::sync::OnceLock::new());
-    let addr = runtime()
+    let addr = rt
         .block_on(envelope_router::http::serve(
             "127.0.0.1:0".parse().unwrap(),
             handle,

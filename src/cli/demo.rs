@@ -27,7 +27,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } = args;
     init_logging(LogFormat::Human, "warn");
     let runtime = runtime()?;
-    let _metrics = http::install_recorder()?;
+    let _metrics = http::install_recorder(runtime.handle())?;
     eprintln!("envelope-router demo: embedded mock Kafka cluster, file-backed schema registry, {records} records");
     let report = demo::run(
         &demo::DemoOptions {
