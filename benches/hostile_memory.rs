@@ -84,7 +84,7 @@ fn main() {
         match pipeline.process(&record, &mut dedup, 0, &AllKnown) {
             Verdict::Publish { plan, .. } => {
                 for t in plan.targets() {
-                    stats.published(&t.topic);
+                    stats.published(&t.topic, 1);
                 }
             }
             other => panic!("{other:?}"),

@@ -131,15 +131,16 @@ impl Stats {
         (merged, all.1.clone())
     }
 
-    /// A record was read from an input topic.
-    #[inline]
-    pub fn record_in(&self) {
-        self.first_in.get_or_init(Instant::now);
-        self.records_in.fetch_add(1, Relaxed);
+    /// `n` records were read from input topics, the first of them at
+    /// `first_at`. A consume loop counts its turn's records and adds them
+    /// here once per turn.
+    pub fn records_read(&self, n: u64, first_at: Instant) {
+        self.first_in.get_or_init(|| first_at);
+        self.records_in.fetch_add(n, Relaxed);
         self.handles
             .records_in
             .get_or_init(|| counter!("envelope_router_records_in_total"))
-            .increment(1);
+            .increment(n);
     }
 
     /// A record was routed to at least one output topic.
@@ -177,20 +178,20 @@ impl Stats {
 
     /// A record was acknowledged by `topic`.
     #[inline]
-    pub fn published(&self, topic: &str) {
+    pub fn published(&self, topic: &str, n: u64) {
         if let Some(entry) = self.published.get(topic) {
-            entry.0.fetch_add(1, Relaxed);
-            entry.1.increment(1);
+            entry.0.fetch_add(n, Relaxed);
+            entry.1.increment(n);
             return;
         }
         let topic = self.topic_label(topic);
         let c = counter!("envelope_router_records_out_total", "topic" => topic.to_string());
-        c.increment(1);
+        c.increment(n);
         self.published
             .entry(topic.into())
             .or_insert_with(|| (AtomicU64::new(0), c))
             .0
-            .fetch_add(1, Relaxed);
+            .fetch_add(n, Relaxed);
     }
 
     /// `topic` as a metric label: itself while fewer than

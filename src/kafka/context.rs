@@ -167,9 +167,9 @@ impl ProducerContext for ProducerCtx {
         }
         match result {
             Ok(m) => {
-                self.shared.stats.published(m.topic());
                 let settled = {
                     let mut state = self.shared.lock();
+                    state.published.count(m.topic(), &self.shared.stats);
                     state.write_done(opaque);
                     state.delivered(opaque, m.topic());
                     state.settle(opaque)

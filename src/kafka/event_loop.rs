@@ -84,6 +84,8 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) generation: u64,
     /// A settled-record count to stop at (benchmarks).
     pub(super) exit_after: Arc<super::run::ExitAfter>,
+    /// Records read this turn, added to the stats at its end.
+    pub(super) records_read: u64,
 }
 
 impl<'c> Loop<'c, '_> {
@@ -146,7 +148,12 @@ impl<'c> Loop<'c, '_> {
             }
             let now = Instant::now();
             t.process = now - mark;
+            if self.records_read > 0 {
+                self.shared.stats.records_read(self.records_read, mark);
+                self.records_read = 0;
+            }
             serve_deliveries(&self.producer, ProducerCtx::reports);
+            self.shared.lock().published.flush(&self.shared.stats);
             let served = Instant::now();
             t.deliveries = served - now;
             if self.exit_after.check(self.shared.stats.records_settled()) {
@@ -217,7 +224,7 @@ impl<'c> Loop<'c, '_> {
             );
             return;
         };
-        self.shared.stats.record_in();
+        self.records_read += 1;
         if let Some(b) = self.backlogs.get_mut(&key) {
             b.queue.push_back(m);
             if b.queue.len() == PAUSE_BACKLOG {
@@ -288,16 +295,18 @@ impl<'c> Loop<'c, '_> {
                 } else {
                     m.headers().map(|h| h.detach())
                 };
-                for t in targets {
+                let mut headers = headers;
+                for (i, t) in targets.iter().enumerate() {
                     if !self.known_topics.contains(&t.topic) {
                         self.ensure_topic(&t.topic);
                     }
-                    self.send(
-                        &t.topic,
-                        m,
-                        headers.clone(),
-                        encode_opaque(slot, epoch, seq),
-                    );
+                    // The last output takes the headers; earlier ones copy.
+                    let h = if i + 1 == targets.len() {
+                        headers.take()
+                    } else {
+                        headers.clone()
+                    };
+                    self.send(&t.topic, m, h, encode_opaque(slot, epoch, seq));
                 }
                 Ok(())
             }
@@ -548,5 +557,6 @@ impl<'c> Loop<'c, '_> {
             tracing::debug!(error = %e, "final commit");
         }
         let _ = self.producer.flush(Duration::from_secs(1));
+        self.shared.lock().published.flush(&self.shared.stats);
     }
 }

@@ -214,6 +214,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         live: ctl.live.clone(),
         generation: ctl.live.generation(),
         exit_after: ctl.exit_after.clone(),
+        records_read: 0,
     };
     router.ensure_topic(&cfg.dead_letter.topic);
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
