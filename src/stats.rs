@@ -176,7 +176,7 @@ impl Stats {
         }
     }
 
-    /// A record was acknowledged by `topic`.
+    /// `n` records were acknowledged by `topic`.
     #[inline]
     pub fn published(&self, topic: &str, n: u64) {
         if let Some(entry) = self.published.get(topic) {

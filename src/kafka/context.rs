@@ -167,11 +167,12 @@ impl ProducerContext for ProducerCtx {
         }
         match result {
             Ok(m) => {
+                let topic = m.topic();
                 let settled = {
                     let mut state = self.shared.lock();
-                    state.published.count(m.topic(), &self.shared.stats);
+                    state.published.count(topic, &self.shared.stats);
                     state.write_done(opaque);
-                    state.delivered(opaque, m.topic());
+                    state.delivered(opaque, topic);
                     state.settle(opaque)
                 };
                 if let Some(s) = settled {

@@ -290,12 +290,11 @@ impl<'c> Loop<'c, '_> {
                 p.outstanding += targets.len();
                 drop(state);
                 self.shared.stats.routed();
-                let headers = if self.cfg.output.mirror_headers {
+                let mut headers = if self.cfg.output.mirror_headers {
                     Some(mirror_headers(m, &header))
                 } else {
                     m.headers().map(|h| h.detach())
                 };
-                let mut headers = headers;
                 for (i, t) in targets.iter().enumerate() {
                     if !self.known_topics.contains(&t.topic) {
                         self.ensure_topic(&t.topic);
