@@ -1,7 +1,6 @@
 //! The two ceilings `bench` measures the router against. Both run with the
 //! router's own client settings (`kafka::producer_config` and
-//! `consumer_config`), the same send path (by topic handle,
-//! `kafka::topic_handles`) and the same loop shape: poll a batch, produce each
+//! `consumer_config`) and the same loop shape: poll a batch, produce each
 //! record's bytes, key, timestamp and headers unchanged, serve delivery
 //! reports. They differ only in where a record goes:
 //!
@@ -19,7 +18,6 @@ use crate::config::Config;
 use crate::envelope::EnvelopeView;
 use crate::kafka::context::serve_deliveries;
 use crate::kafka::profile::ProducerDigest;
-use crate::kafka::topic_handles::TopicHandles;
 use crate::kafka::{consumer_config, producer_config};
 use crate::pipeline::route::{RouteDecision, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -99,8 +97,6 @@ pub fn run(
         failed: failed.clone(),
         digest: Mutex::default(),
     })?;
-    // The router's send path: by topic handle.
-    let producer = TopicHandles::new(Arc::new(producer));
     // The routes, or the bare relay's one topic.
     let mut routes = match mode {
         Mode::Bare { output } => Err(output.as_str()),
@@ -165,13 +161,13 @@ pub fn run(
             }
         }
         // As the router does: serve every delivery report that is ready.
-        serve_deliveries(producer.producer(), |a: &Acks| {
+        serve_deliveries(&producer, |a: &Acks| {
             a.ok.load(Relaxed) + a.failed.load(Relaxed)
         });
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    producer.producer().flush(Duration::from_secs(5))?;
-    let digest = (producer.producer().context().digest.lock())
+    producer.flush(Duration::from_secs(5))?;
+    let digest = (producer.context().digest.lock())
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     Ok(RelaySummary {
@@ -185,7 +181,7 @@ pub fn run(
 
 /// Produces one record unchanged to `topic`, waiting while librdkafka's
 /// queue is full.
-fn send(producer: &TopicHandles<Acks>, topic: &str, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+fn send(producer: &BaseProducer<Acks>, topic: &str, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
     let mut rec = BaseRecord::<[u8], [u8]>::to(topic).payload(m.payload().unwrap_or_default());
     if let Some(k) = m.key() {
         rec = rec.key(k);
@@ -201,7 +197,7 @@ fn send(producer: &TopicHandles<Acks>, topic: &str, m: &BorrowedMessage<'_>) -> 
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 rec = r;
-                producer.producer().poll(Duration::from_millis(5));
+                producer.poll(Duration::from_millis(5));
             }
             Err((e, _)) => anyhow::bail!("relay produce to {topic}: {e}"),
         }

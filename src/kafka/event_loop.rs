@@ -15,7 +15,6 @@ use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
-use super::topic_handles::TopicHandles;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -49,9 +48,6 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
     pub(super) consumer: &'c BaseConsumer<ConsumerCtx>,
     pub(super) producer: Arc<BaseProducer<ProducerCtx>>,
-    /// The same producer, with a librdkafka topic handle per output topic:
-    /// records are sent through it.
-    pub(super) topics: TopicHandles<ProducerCtx>,
     pub(super) shared: Arc<Shared>,
     pub(super) pipeline: Pipeline,
     pub(super) cache: Arc<SchemaCache>,
@@ -344,7 +340,7 @@ impl<'c> Loop<'c, '_> {
     /// parked for a retry, or a verdict.
     pub(super) fn enqueue(&self, mut rec: BaseRecord<'_, [u8], [u8], usize>) {
         loop {
-            match self.topics.send(rec) {
+            match self.producer.send(rec) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if !self.queue_wait_left.get().is_zero() && !self.stopping() =>

@@ -16,7 +16,6 @@ mod run;
 mod schema_wait;
 pub mod state;
 pub mod throttle;
-pub mod topic_handles;
 mod topics;
 
 pub use run::{consumer_config, producer_config, run, ExitAfter, RunControl};

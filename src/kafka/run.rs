@@ -11,7 +11,6 @@
 use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
-use super::topic_handles::TopicHandles;
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::schema::SchemaMode;
 use crate::pipeline::{Pipeline, Reason};
@@ -193,7 +192,6 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
     let mut router = Loop {
         cfg,
         consumer: &consumer,
-        topics: TopicHandles::new(producer.clone()),
         producer,
         shared,
         pipeline,
