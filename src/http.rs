@@ -20,8 +20,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// The recorder keeps every histogram sample (two per settled record) until
 /// they are folded into buckets, which `install_recorder` leaves to its
-/// caller: without the upkeep task a router nobody scraped grew by ~16
-/// bytes per record, without bound.
+/// caller: without the upkeep task a router nobody scraped kept two
+/// samples per settled record, without bound.
 pub fn install_recorder(runtime: &tokio::runtime::Handle) -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&[

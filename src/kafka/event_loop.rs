@@ -552,6 +552,5 @@ impl<'c> Loop<'c, '_> {
             tracing::debug!(error = %e, "final commit");
         }
         let _ = self.producer.flush(Duration::from_secs(1));
-        self.shared.lock().published.flush(&self.shared.stats);
     }
 }

@@ -193,7 +193,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         cfg,
         consumer: &consumer,
         producer,
-        shared,
+        shared: shared.clone(),
         pipeline,
         cache: common.cache.clone(),
         resolver: common.resolver.clone(),
@@ -233,6 +233,9 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
     } else {
         drop(consumer); // leaves the group (revoke callback commits once more)
     }
+    // The revoke above can still serve delivery reports: add their counts
+    // now that no more can arrive for this loop.
+    shared.lock().published.flush(&shared.stats);
     Ok(())
 }
 

@@ -49,8 +49,9 @@ pub struct RouterState {
 }
 
 /// Acknowledgements counted under the state's lock, added to the per-topic
-/// counters ([`Stats::published`]) when the topic changes and once per loop
-/// turn. One delivery report event holds one partition's batch, so
+/// counters ([`Stats::published`]) when the topic changes, once per loop
+/// turn, and when the loop's worker ends (after the consumer's last
+/// revoke). One delivery report event holds one partition's batch, so
 /// consecutive reports name the same topic: this saves a map lookup and
 /// four atomic operations per record.
 #[derive(Default)]
