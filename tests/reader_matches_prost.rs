@@ -260,3 +260,23 @@ fn generator_produces_mostly_readable_envelopes() {
         "error paths under-exercised: {missing} missing, {other} other"
     );
 }
+
+/// Found by the fuzzer once prost 0.14.6 began checking a map field's wire
+/// type: the header's attributes (field 11) written with wire type 5
+/// (`0x5d`). The reader read it as length-delimited, prost refuses it.
+#[test]
+fn attributes_with_a_fixed32_wire_type_are_refused_like_prost() {
+    let record = [
+        10, 63, 10, 0, 18, 1, 0, 26, 18, 1, 0, 18, 1, 0, 18, 33, 0, 0, 0, 89, 0, 26, 26, 10, 71,
+        42, 6, 34, 18, 1, 0, 124, 26, 18, 0, 33, 0, 0, 18, 1, 0, 89, 0, 26, 26, 13, 93, 42, 6, 0,
+        0, 0, 82, 82, 82, 48, 120, 56, 82, 120, 38, 48, 0, 93, 0,
+    ];
+    envelope_router::envelope::reference::compare(&record).unwrap();
+    assert!(matches!(
+        EnvelopeView::read(&record),
+        Err(ReadError::WrongWireType {
+            field: "header.attributes",
+            ..
+        })
+    ));
+}

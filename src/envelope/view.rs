@@ -465,10 +465,9 @@ fn read_header_fields<'a, E: Fail>(
             keys::LEN_10 => h.content_type = Some(string(c, "header.content_type")?),
             keys::LEN_11 => read_attribute_field(c, h, depth)?,
             key => match c.check_key(key, at)? {
-                // prost reads a map field as length-delimited whatever wire
-                // type its key claims; do the same so the two always agree.
-                (11, _) => read_attribute_field(c, h, depth)?,
-                (tag @ 1..=10, found) => {
+                // The map field too: prost checks its wire type since
+                // 0.14.6 (before, it read any wire type as length-delimited).
+                (tag @ 1..=11, found) => {
                     let (field, expected) = HEADER_FIELDS[tag as usize - 1];
                     return Err(E::fail(|| ReadError::WrongWireType {
                         field,
