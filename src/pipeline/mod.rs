@@ -118,10 +118,10 @@ impl Pipeline {
         });
         // Borrowed in place: the header is ~160 bytes, and each move of it
         // was a `memcpy` call on this path.
-        let read = EnvelopeView::read(record);
+        let read = EnvelopeView::try_read(record);
         let header = match &read {
-            Ok(view) => view.header(),
-            Err(e) => return dead_letter(Reason::Malformed, e.to_string()),
+            Some(view) => view.header(),
+            None => return malformed(record),
         };
         // Validation and the stream's plan in one step: a stream's own
         // fields are checked once, when its plan is first cached.
@@ -145,36 +145,44 @@ impl Pipeline {
                 rule: None,
             };
         }
-        let verdict = self.decide(header, plan, fp, schemas);
-        if matches!(
-            verdict,
-            Verdict::AwaitSchema(_) | Verdict::DeadLetter { .. }
-        ) {
-            dedup.undo_insert(fp);
+        // The published verdict is built here, in the return slot: built in
+        // `decide` and returned through a local, its 160-byte header was
+        // copied twice per record (two `memcpy` calls).
+        match self.decide(header, &plan, schemas) {
+            None => Verdict::Publish {
+                header: *header,
+                plan,
+                fingerprint: fp,
+            },
+            Some(verdict) => {
+                if !matches!(verdict, Verdict::Drop { .. }) {
+                    dedup.undo_insert(fp);
+                }
+                verdict
+            }
         }
-        verdict
     }
 
-    /// Schema check and route for a valid, first-seen record.
-    fn decide<'a>(
+    /// Schema check and route for a valid, first-seen record: `None` to
+    /// publish it, or the verdict that stops it.
+    fn decide(
         &mut self,
-        header: &HeaderView<'a>,
-        plan: Arc<StreamPlan>,
-        fingerprint: u64,
+        header: &HeaderView<'_>,
+        plan: &StreamPlan,
         schemas: &impl SchemaLookup,
-    ) -> Verdict<'a> {
+    ) -> Option<Verdict<'static>> {
         let info = match self.known.get(&header.schema_id) {
             Some(info) => {
                 schemas.memo_hit();
                 info
             }
             None => match schemas.lookup(header.schema_id) {
-                SchemaState::Miss => return Verdict::AwaitSchema(header.schema_id),
+                SchemaState::Miss => return Some(Verdict::AwaitSchema(header.schema_id)),
                 SchemaState::Unknown => {
-                    return dead_letter(
+                    return Some(dead_letter(
                         Reason::UnknownSchema,
                         format!("schema id {} is not registered", header.schema_id),
-                    )
+                    ))
                 }
                 SchemaState::Known(info) => {
                     if self.known.len() >= KNOWN_SCHEMAS_LIMIT {
@@ -189,37 +197,45 @@ impl Pipeline {
                 if schemas.refresh(header.schema_id) {
                     // Registered under more subjects since it was fetched?
                     self.known.remove(&header.schema_id);
-                    return Verdict::AwaitSchema(header.schema_id);
+                    return Some(Verdict::AwaitSchema(header.schema_id));
                 }
-                dead_letter(
+                Some(dead_letter(
                     Reason::SchemaSubjectMismatch,
                     format!(
                         "schema id {} is registered under {:?}, not under {subject:?}",
                         header.schema_id, info.subjects
                     ),
-                )
+                ))
             }
             _ => match &plan.route {
-                RouteDecision::Publish(_) => Verdict::Publish {
-                    header: *header,
-                    plan,
-                    fingerprint,
-                },
-                RouteDecision::Drop(rule) => Verdict::Drop {
+                RouteDecision::Publish(_) => None,
+                RouteDecision::Drop(rule) => Some(Verdict::Drop {
                     reason: Reason::Filtered,
                     rule: Some(rule.clone()),
-                },
-                RouteDecision::Unrouted => dead_letter(
+                }),
+                RouteDecision::Unrouted => Some(dead_letter(
                     Reason::Unrouted,
                     "no route matched and the default is dead_letter".into(),
-                ),
-                RouteDecision::TopicTooLong { route, len } => dead_letter(
+                )),
+                RouteDecision::TopicTooLong { route, len } => Some(dead_letter(
                     Reason::InvalidHeader,
                     format!("route {route:?} renders a {len}-byte topic; Kafka allows 249"),
-                ),
+                )),
             },
         }
     }
+}
+
+/// The verdict for a record that is not an envelope, with the reader's
+/// explanation.
+#[cold]
+#[inline(never)]
+fn malformed(record: &[u8]) -> Verdict<'static> {
+    let detail = match EnvelopeView::read(record) {
+        Err(e) => e.to_string(),
+        Ok(_) => unreachable!("try_read refused what read accepts"),
+    };
+    dead_letter(Reason::Malformed, detail)
 }
 
 fn dead_letter(reason: Reason, detail: String) -> Verdict<'static> {
