@@ -7,10 +7,12 @@
 //! short without tombstones. Zero marks an empty slot; the fingerprint 0 is
 //! stored as 1 (a collision of 2⁻⁶⁴).
 
+use super::slots::Slots;
+
 /// A set of `u64` fingerprints.
 #[derive(Debug, Default)]
 pub struct FingerprintTable {
-    slots: Vec<u64>,
+    slots: Slots,
     len: usize,
 }
 
@@ -138,9 +140,9 @@ impl FingerprintTable {
 
     fn grow(&mut self) {
         let new_len = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![0; new_len]);
+        let old = std::mem::replace(&mut self.slots, Slots::zeroed(new_len));
         let mask = new_len - 1;
-        for fp in old.into_iter().filter(|&s| s != 0) {
+        for &fp in old.iter().filter(|&&s| s != 0) {
             let mut i = fp as usize & mask;
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;

@@ -8,6 +8,7 @@ pub mod fptable;
 pub mod reason;
 pub mod route;
 pub mod schema;
+pub mod slots;
 pub mod template;
 
 use crate::envelope::{EnvelopeView, HeaderView};

@@ -1,0 +1,157 @@
+//! Zeroed `u64` arrays for the fingerprint table, with large ones asking
+//! Linux for transparent huge pages.
+//!
+//! A dedup probe lands on a random line of a table of many megabytes (16 MiB
+//! for a million ids). With 4 KiB pages nearly every probe also misses the
+//! TLB, and in a VM each miss is a two-level page walk. Backed by 2 MiB
+//! pages, the same table needs eight TLB entries. `MADV_HUGEPAGE` only acts
+//! on pages not yet touched, so a large array is a fresh anonymous mapping,
+//! advised before its first write; the kernel's zero pages spare the
+//! `memset` too. Where the advice is refused (THP `never`, other systems),
+//! the array works the same on small pages.
+
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// Arrays from this size up get their own huge-page-advised mapping; smaller
+/// ones (most per-partition tables) come from the allocator.
+#[cfg(target_os = "linux")]
+const HUGE_FROM_BYTES: usize = 2 << 20;
+
+/// A fixed-length array of `u64`, all zero when made.
+pub struct Slots {
+    at: NonNull<u64>,
+    len: usize,
+    /// Whether `at` is our own mapping (else a boxed slice's buffer).
+    mapped: bool,
+}
+
+// SAFETY: the buffer is owned exclusively, like a Vec's.
+unsafe impl Send for Slots {}
+// SAFETY: shared access only reads, as through `&[u64]`.
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    /// `len` zeroed slots.
+    pub fn zeroed(len: usize) -> Self {
+        #[cfg(target_os = "linux")]
+        if len.saturating_mul(8) >= HUGE_FROM_BYTES {
+            if let Some(at) = map_huge(len) {
+                return Slots {
+                    at,
+                    len,
+                    mapped: true,
+                };
+            }
+        }
+        let boxed: Box<[u64]> = vec![0; len].into_boxed_slice();
+        Slots {
+            // SAFETY: `Box::into_raw` never returns null.
+            at: unsafe { NonNull::new_unchecked(Box::into_raw(boxed).cast()) },
+            len,
+            mapped: false,
+        }
+    }
+
+    /// Whether this array is a huge-page-advised mapping (the kernel still
+    /// decides whether it gets huge pages).
+    pub fn is_mapped(&self) -> bool {
+        self.mapped
+    }
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::zeroed(0)
+    }
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slots")
+            .field("len", &self.len)
+            .field("mapped", &self.mapped)
+            .finish()
+    }
+}
+
+/// Maps `len` zeroed `u64`s and advises huge pages before anything touches
+/// them. `None` if the mapping fails (the caller falls back to the heap).
+#[cfg(target_os = "linux")]
+fn map_huge(len: usize) -> Option<NonNull<u64>> {
+    let bytes = len.checked_mul(8)?;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is
+    // touched. It is page-aligned, so aligned for u64, and zero-filled.
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        // Advice only: refused under THP `never`, and then small pages do.
+        libc::madvise(at, bytes, libc::MADV_HUGEPAGE);
+        NonNull::new(at.cast())
+    }
+}
+
+impl Deref for Slots {
+    type Target = [u64];
+    #[inline]
+    fn deref(&self) -> &[u64] {
+        // SAFETY: `len` initialised (zero-filled) u64s owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.at.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for Slots {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.at.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if self.mapped {
+            // SAFETY: the mapping made in `map_huge`, unmapped once.
+            unsafe { libc::munmap(self.at.as_ptr().cast(), self.len * 8) };
+            return;
+        }
+        // SAFETY: the boxed slice leaked in `zeroed`, rebuilt once.
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.at.as_ptr(),
+                self.len,
+            ))
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_and_large_arrays_start_zeroed_and_keep_writes() {
+        for len in [0, 16, 1 << 18, 1 << 19] {
+            let mut s = Slots::zeroed(len);
+            assert_eq!(s.len(), len);
+            assert!(s.iter().all(|&x| x == 0));
+            if len > 0 {
+                s[len - 1] = 7;
+                s[0] = 3;
+                assert_eq!((s[0], s[len - 1]), (3, 7));
+            }
+            #[cfg(target_os = "linux")]
+            assert_eq!(s.is_mapped(), len * 8 >= HUGE_FROM_BYTES, "len {len}");
+        }
+    }
+}
