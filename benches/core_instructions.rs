@@ -3,12 +3,15 @@
 //! unlike wall clock) or alone for a rough ns/record.
 //!
 //! Run: `cargo bench --bench core_instructions --no-run`, then
-//! `valgrind --tool=callgrind target/release/deps/core_instructions-* 400000`
-//! and divide the total by the record count. Without valgrind it prints
-//! ns/record. Same record, rules and ~1M-id window as `pipeline`'s `core`.
+//! `valgrind --tool=callgrind target/release/deps/core_instructions-* N`
+//! for N = 3000000 and 1500000: the difference of the totals over 1.5M is
+//! the steady state per record (shorter runs are still filling the window
+//! and never expire an id). Without valgrind it prints ns/record. Same
+//! fixture as `pipeline`'s `core` (`common/core.rs`).
 
 mod common {
     pub mod core;
+    pub mod stream;
 }
 
 use common::core::{populated_cache, Core};

@@ -4,23 +4,18 @@
 //! Target (issue 2): header read < 60 ns/message, 20 KB within 10% of 200 B.
 //! Run: `cargo bench --bench envelope`
 
+mod common {
+    pub mod stream;
+}
+
 use bytes::Bytes;
+use common::stream::stream;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use envelope_router::envelope::{proto, EnvelopeView, HeaderBuilder, ValidHeader};
+use envelope_router::envelope::{proto, EnvelopeView, ValidHeader};
 use prost::Message;
 use std::hint::black_box;
 
 const SIZES: [(&str, usize); 3] = [("200B", 200), ("1KB", 1024), ("20KB", 20 * 1024)];
-
-fn stream() -> HeaderBuilder {
-    HeaderBuilder::new()
-        .env("prod")
-        .source("glutton")
-        .title("1234")
-        .category("telemetry_match_event")
-        .version(1)
-        .schema_id(42)
-}
 
 /// The seed's header: id, the four segments, version, schema id, event time.
 fn lean_header() -> ValidHeader {

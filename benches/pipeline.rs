@@ -8,6 +8,7 @@
 
 mod common {
     pub mod core;
+    pub mod stream;
 }
 
 use common::core::{populated_cache, rules, Core};

@@ -2,7 +2,7 @@
 //! `core_instructions` (a plain loop for callgrind), so both measure the
 //! same record, rules, schema cache and dedup window.
 
-use envelope_router::envelope::HeaderBuilder;
+use super::stream::stream;
 use envelope_router::pipeline::dedup::DedupWindow;
 use envelope_router::pipeline::route::{DefaultAction, RouteSpec, Routes};
 use envelope_router::pipeline::schema::SchemaMode;
@@ -68,13 +68,7 @@ impl Core {
             schema_mode: SchemaMode::Exists,
             max_record_bytes: 1 << 20,
         });
-        let record = HeaderBuilder::new()
-            .env("prod")
-            .source("glutton")
-            .title("1234")
-            .category("telemetry_match_event")
-            .version(1)
-            .schema_id(42)
+        let record = stream()
             .message_id(vec![0u8; 16])
             .build()
             .unwrap()

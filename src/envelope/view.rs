@@ -147,9 +147,9 @@ impl<'a> EnvelopeView<'a> {
     /// ```
     #[inline]
     pub fn read(record: &'a [u8]) -> Result<Self, ReadError> {
-        match parse::<()>(record) {
-            Ok(view) => Ok(view),
-            Err(()) => Err(explain(record)),
+        match Self::try_read(record) {
+            Some(view) => Ok(view),
+            None => Err(explain(record)),
         }
     }
 
