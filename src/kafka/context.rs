@@ -32,6 +32,10 @@ pub struct WriteSettings {
     pub create_topics: TopicCreation,
     /// Whether published records carry `envelope.*` mirror headers.
     pub mirror_headers: bool,
+    /// Whether the producer waits for the broker's acknowledgement (`acks`
+    /// not 0): then an acknowledged write without an offset is not taken as
+    /// proof that it was written ([`Shared::ack_without_offset`]).
+    pub acks_carry_offsets: bool,
 }
 
 /// State shared by the loop and the callbacks.
@@ -166,6 +170,23 @@ impl ProducerContext for ProducerCtx {
             return;
         }
         match result {
+            // librdkafka acknowledges a write without an offset when a later
+            // batch of its partition succeeded ("implicitly acked") or the
+            // broker called a retry a duplicate. Both mean "written" only on
+            // a broker that enforces idempotent sequence numbers; the mock
+            // cluster does not, and a record acked this way was never
+            // written there (tests/broker_faults.rs). A duplicate is
+            // cheaper than a loss: such a write is sent again.
+            Ok(m) if m.offset() < 0 && self.shared.settings.acks_carry_offsets => {
+                self.shared.ack_without_offset(FailedWrite {
+                    opaque,
+                    topic: m.topic(),
+                    key: m.key(),
+                    payload: m.payload(),
+                    headers: m.headers().map(|h| h.detach()),
+                    timestamp: m.timestamp().to_millis(),
+                })
+            }
             Ok(m) => {
                 let topic = m.topic();
                 let settled = {

@@ -10,6 +10,7 @@ use super::context::Shared;
 use super::headers::{self, Source};
 use super::produce_error::{classify, next_step, Attempt, Class, Step};
 use super::retry::Retry;
+use super::state::RouterState;
 use crate::pipeline::Reason;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
@@ -54,7 +55,43 @@ impl FailedWrite<'_> {
     }
 }
 
+/// Parks `w` to be sent again after its backoff; returns how many times
+/// this write has failed so far.
+fn park_retry(
+    state: &mut RouterState,
+    w: &FailedWrite<'_>,
+    written: Option<OwnedHeaders>,
+    now: Instant,
+) -> u32 {
+    let attempts = state.failed_attempt(w.opaque, w.topic);
+    let due = now + super::context::backoff(attempts);
+    state
+        .retries
+        .push(w.rewrite(w.topic, w.payload, written, due));
+    attempts
+}
+
 impl Shared {
+    /// A write librdkafka reported delivered without an offset (see
+    /// `ProducerCtx::delivery`): counted as a delivery error and sent again,
+    /// like a transient failure; its record stays unsettled until a write
+    /// of it is acknowledged with an offset.
+    pub fn ack_without_offset(&self, mut w: FailedWrite<'_>) {
+        const WHY: &str = "acknowledged without an offset";
+        self.stats.delivery_error(w.topic, WHY);
+        let written = w.headers.take();
+        let mut state = self.lock();
+        state.write_done(w.opaque);
+        if state.source_of(w.opaque).is_none() {
+            return; // revoked meanwhile: the next owner reads the record again
+        }
+        let attempts = park_retry(&mut state, &w, written, Instant::now());
+        drop(state);
+        if let Some(similar) = self.failure_log.hit(w.topic) {
+            tracing::warn!(topic = w.topic, attempts, similar, "write {WHY} (implicitly acked after a later batch, or a duplicate sequence): not taken as proof it was written; it will be sent again (a duplicate is possible) and its input partition waits");
+        }
+    }
+
     /// Which write `topic` and `headers` describe.
     fn attempt_of(&self, topic: &str, headers: Option<&OwnedHeaders>) -> Attempt {
         if topic != self.settings.dead_letter_topic {
@@ -88,11 +125,7 @@ impl Shared {
         let now = Instant::now();
         match next_step(attempt, class) {
             Step::Retry => {
-                let attempts = state.failed_attempt(w.opaque, w.topic);
-                let due = now + super::context::backoff(attempts);
-                state
-                    .retries
-                    .push(w.rewrite(w.topic, w.payload, written, due));
+                let attempts = park_retry(&mut state, &w, written, now);
                 drop(state);
                 if let Some(similar) = self.failure_log.hit(w.topic) {
                     if class == Class::NeedsOperator {

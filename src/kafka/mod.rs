@@ -18,4 +18,4 @@ pub mod state;
 pub mod throttle;
 mod topics;
 
-pub use run::{consumer_config, producer_config, run, ExitAfter, RunControl};
+pub use run::{acks_carry_offsets, consumer_config, producer_config, run, ExitAfter, RunControl};

@@ -270,6 +270,7 @@ impl Clients {
                 dead_letter_topic: cfg.dead_letter.topic.clone(),
                 create_topics: cfg.output.create_topics,
                 mirror_headers: cfg.output.mirror_headers,
+                acks_carry_offsets: acks_carry_offsets(&producer_config(cfg)),
             },
             fatal: ctl.fatal.clone(),
             client_error_seen: Default::default(),
@@ -309,6 +310,14 @@ impl Clients {
             changelog,
         })
     }
+}
+
+/// Whether a producer with these settings waits for the broker's
+/// acknowledgement, so that a delivered write carries its offset (`acks` or
+/// its alias `request.required.acks` is not 0; librdkafka's default is all).
+pub fn acks_carry_offsets(pc: &ClientConfig) -> bool {
+    let acks = pc.get("acks").or_else(|| pc.get("request.required.acks"));
+    acks.is_none_or(|a| a.trim() != "0")
 }
 
 /// The producer settings the router uses (the bench's bare relay uses the
@@ -354,4 +363,24 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     cc.set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true");
     cc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_prove_writes_unless_acks_is_zero() {
+        let mut pc = ClientConfig::new();
+        assert!(acks_carry_offsets(&pc), "librdkafka's default is all");
+        pc.set("acks", "all");
+        assert!(acks_carry_offsets(&pc));
+        pc.set("acks", "1");
+        assert!(acks_carry_offsets(&pc));
+        pc.set("acks", "0");
+        assert!(!acks_carry_offsets(&pc));
+        let mut alias = ClientConfig::new();
+        alias.set("request.required.acks", "0");
+        assert!(!acks_carry_offsets(&alias));
+    }
 }

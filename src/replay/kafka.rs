@@ -85,9 +85,10 @@ pub struct ReplayOptions {
     pub stall_timeout: Duration,
 }
 
-/// Delivery results as they arrive: (index into the pending rows, error).
+/// Delivery results as they arrive: (index into the pending rows, error),
+/// and whether a delivered write must carry an offset (`acks` not 0).
 #[derive(Default)]
-struct Acks(Mutex<Vec<(usize, Option<String>)>>);
+struct Acks(Mutex<Vec<(usize, Option<String>)>>, bool);
 
 impl ClientContext for Acks {}
 
@@ -95,7 +96,15 @@ impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, row: usize) {
-        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        let error = match result {
+            Err((e, _)) => Some(e.to_string()),
+            // Not proof of the write (see `kafka::context`): counted as
+            // failed, so the operator replays it again.
+            Ok(m) if self.1 && m.offset() < 0 => {
+                Some("acknowledged without an offset; replay it again".to_owned())
+            }
+            Ok(_) => None,
+        };
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -119,10 +128,12 @@ pub fn run(opts: &ReplayOptions, progress: &Progress) -> anyhow::Result<Tally> {
         .set("allow.auto.create.topics", "false")
         .create()
         .context("creating the dead-letter reader")?;
-    let producer: BaseProducer<Acks> = config
+    config
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(Acks::default())
+        .set("linger.ms", "5");
+    let acks = Acks(Mutex::default(), crate::kafka::acks_carry_offsets(&config));
+    let producer: BaseProducer<Acks> = config
+        .create_with_context(acks)
         .context("creating the replay producer")?;
 
     let (assignment, mut ends, total) = plan_range(&consumer, opts)?;
