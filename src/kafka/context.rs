@@ -192,9 +192,7 @@ impl ProducerContext for ProducerCtx {
                 let settled = {
                     let mut state = self.shared.lock();
                     state.published.count(topic, &self.shared.stats);
-                    state.write_done(opaque);
-                    state.delivered(opaque, topic);
-                    state.settle(opaque)
+                    state.acknowledged(opaque, topic)
                 };
                 if let Some(s) = settled {
                     // One clock read serves both ages. Producer-controlled:

@@ -202,6 +202,24 @@ impl RouterState {
         Some(settled)
     }
 
+    /// One write was acknowledged: [`RouterState::write_done`],
+    /// [`RouterState::delivered`] and [`RouterState::settle`] with one
+    /// lookup of the assignment (this runs for every delivered write).
+    #[inline]
+    pub fn acknowledged(&mut self, opaque: usize, topic: &str) -> Option<Settled> {
+        if !self.attempts.is_empty() {
+            self.attempts.remove(&(opaque, topic.to_owned()));
+        }
+        let changelog = self.changelog;
+        let (p, seq) = self.live_mut(opaque)?;
+        p.outstanding = p.outstanding.saturating_sub(1);
+        let settled = p.ledger.settle(seq)?;
+        if let (true, Some(fp)) = (changelog, settled.fingerprint) {
+            p.unlogged.push(fp);
+        }
+        Some(settled)
+    }
+
     /// The live assignment a delivery opaque belongs to, with the record's
     /// full sequence number; `None` for a revoked (stale) assignment.
     fn live(&self, opaque: usize) -> Option<(&PartitionState, u64)> {
@@ -352,6 +370,41 @@ mod tests {
         );
         let new_epoch = s.get_mut(slot).unwrap().epoch;
         assert!(s.settle(encode_opaque(slot, new_epoch, seq2)).is_some());
+    }
+
+    #[test]
+    fn an_acknowledgement_is_write_done_delivered_and_settle_in_one() {
+        let mut s = RouterState {
+            changelog: true,
+            ..Default::default()
+        };
+        let slot = s.assign("raw", 0);
+        let epoch = s.get(slot).unwrap().epoch;
+        let p = s.get_mut(slot).unwrap();
+        let seq = p
+            .ledger
+            .push_published(7, 2, Instant::now(), None, Some(42));
+        p.outstanding = 2;
+        let opaque = encode_opaque(slot, epoch, seq);
+        assert_eq!(s.failed_attempt(opaque, "out-a"), 1);
+        assert!(
+            s.acknowledged(opaque, "out-a").is_none(),
+            "one of two outputs"
+        );
+        assert_eq!(
+            s.failed_attempt(opaque, "out-a"),
+            1,
+            "delivered forgot the failure"
+        );
+        let settled = s
+            .acknowledged(opaque, "out-b")
+            .expect("the last output settles");
+        assert_eq!(settled.fingerprint, Some(42));
+        let p = s.get_mut(slot).unwrap();
+        assert_eq!((p.outstanding, p.ledger.take_committable()), (0, Some(8)));
+        assert_eq!(p.unlogged, vec![42], "kept for the changelog");
+        s.revoke(slot);
+        assert!(s.acknowledged(opaque, "out-b").is_none(), "stale");
     }
 
     #[test]
