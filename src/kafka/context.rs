@@ -178,14 +178,7 @@ impl ProducerContext for ProducerCtx {
             // written there (tests/broker_faults.rs). A duplicate is
             // cheaper than a loss: such a write is sent again.
             Ok(m) if m.offset() < 0 && self.shared.settings.acks_carry_offsets => {
-                self.shared.ack_without_offset(FailedWrite {
-                    opaque,
-                    topic: m.topic(),
-                    key: m.key(),
-                    payload: m.payload(),
-                    headers: m.headers().map(|h| h.detach()),
-                    timestamp: m.timestamp().to_millis(),
-                })
+                self.shared.ack_without_offset(FailedWrite::of(opaque, m))
             }
             Ok(m) => {
                 let topic = m.topic();
@@ -206,17 +199,7 @@ impl ProducerContext for ProducerCtx {
                         .settled(Some(now.saturating_duration_since(s.arrived)), event_age);
                 }
             }
-            Err((e, m)) => self.shared.write_failed(
-                FailedWrite {
-                    opaque,
-                    topic: m.topic(),
-                    key: m.key(),
-                    payload: m.payload(),
-                    headers: m.headers().map(|h| h.detach()),
-                    timestamp: m.timestamp().to_millis(),
-                },
-                e,
-            ),
+            Err((e, m)) => self.shared.write_failed(FailedWrite::of(opaque, m), e),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::retry::Retry;
 use super::state::RouterState;
 use crate::pipeline::Reason;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use std::time::Instant;
 
 /// A write that failed, with what is needed to write it (or its dead
@@ -33,7 +33,20 @@ pub struct FailedWrite<'a> {
     pub timestamp: Option<i64>,
 }
 
-impl FailedWrite<'_> {
+impl<'a> FailedWrite<'a> {
+    /// The write a delivery report describes (`opaque` is its delivery
+    /// opaque).
+    pub fn of(opaque: usize, m: &'a BorrowedMessage<'_>) -> Self {
+        FailedWrite {
+            opaque,
+            topic: m.topic(),
+            key: m.key(),
+            payload: m.payload(),
+            headers: m.headers().map(|h| h.detach()),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
     /// The write to park: this record's key and timestamp, sent to `topic`
     /// with `payload` and `headers` once `due`.
     fn rewrite(
