@@ -10,7 +10,6 @@ use super::context::Shared;
 use super::headers::{self, Source};
 use super::produce_error::{classify, next_step, Attempt, Class, Step};
 use super::retry::Retry;
-use super::state::RouterState;
 use crate::pipeline::Reason;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
@@ -68,41 +67,13 @@ impl<'a> FailedWrite<'a> {
     }
 }
 
-/// Parks `w` to be sent again after its backoff; returns how many times
-/// this write has failed so far.
-fn park_retry(
-    state: &mut RouterState,
-    w: &FailedWrite<'_>,
-    written: Option<OwnedHeaders>,
-    now: Instant,
-) -> u32 {
-    let attempts = state.failed_attempt(w.opaque, w.topic);
-    let due = now + super::context::backoff(attempts);
-    state
-        .retries
-        .push(w.rewrite(w.topic, w.payload, written, due));
-    attempts
-}
-
 impl Shared {
     /// A write librdkafka reported delivered without an offset (see
-    /// `ProducerCtx::delivery`): counted as a delivery error and sent again,
-    /// like a transient failure; its record stays unsettled until a write
-    /// of it is acknowledged with an offset.
-    pub fn ack_without_offset(&self, mut w: FailedWrite<'_>) {
-        const WHY: &str = "acknowledged without an offset";
-        self.stats.delivery_error(w.topic, WHY);
-        let written = w.headers.take();
-        let mut state = self.lock();
-        state.write_done(w.opaque);
-        if state.source_of(w.opaque).is_none() {
-            return; // revoked meanwhile: the next owner reads the record again
-        }
-        let attempts = park_retry(&mut state, &w, written, Instant::now());
-        drop(state);
-        if let Some(similar) = self.failure_log.hit(w.topic) {
-            tracing::warn!(topic = w.topic, attempts, similar, "write {WHY} (implicitly acked after a later batch, or a duplicate sequence): not taken as proof it was written; it will be sent again (a duplicate is possible) and its input partition waits");
-        }
+    /// `ProducerCtx::delivery`): not proof that it was written, so it is a
+    /// transient failure, sent again; its record stays unsettled until a
+    /// write of it is acknowledged with an offset.
+    pub fn ack_without_offset(&self, w: FailedWrite<'_>) {
+        self.failed_as(w, Class::Transient, &"acknowledged without an offset");
     }
 
     /// Which write `topic` and `headers` describe.
@@ -118,9 +89,13 @@ impl Shared {
 
     /// Applies the next step to a failed write. Its record stays unsettled
     /// unless the step is a verdict.
-    pub fn write_failed(&self, mut w: FailedWrite<'_>, error: &KafkaError) {
+    pub fn write_failed(&self, w: FailedWrite<'_>, error: &KafkaError) {
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        let class = classify(code, self.settings.create_topics);
+        self.failed_as(w, classify(code, self.settings.create_topics), error);
+    }
+
+    /// [`Shared::write_failed`] for a failure of `class`, described by `error`.
+    fn failed_as(&self, mut w: FailedWrite<'_>, class: Class, error: &dyn std::fmt::Display) {
         let written = w.headers.take();
         let attempt = self.attempt_of(w.topic, written.as_ref());
         self.stats.delivery_error(w.topic, &error.to_string());
@@ -138,7 +113,11 @@ impl Shared {
         let now = Instant::now();
         match next_step(attempt, class) {
             Step::Retry => {
-                let attempts = park_retry(&mut state, &w, written, now);
+                let attempts = state.failed_attempt(w.opaque, w.topic);
+                let due = now + super::context::backoff(attempts);
+                state
+                    .retries
+                    .push(w.rewrite(w.topic, w.payload, written, due));
                 drop(state);
                 if let Some(similar) = self.failure_log.hit(w.topic) {
                     if class == Class::NeedsOperator {

@@ -261,6 +261,7 @@ impl Clients {
             super::reload::compile(cfg, std::path::Path::new("config"))
                 .map_err(anyhow::Error::msg)?,
         );
+        let pc = producer_config(cfg);
         let shared = Arc::new(Shared {
             state: Default::default(),
             stats: ctl.stats.clone(),
@@ -270,7 +271,7 @@ impl Clients {
                 dead_letter_topic: cfg.dead_letter.topic.clone(),
                 create_topics: cfg.output.create_topics,
                 mirror_headers: cfg.output.mirror_headers,
-                acks_carry_offsets: acks_carry_offsets(&producer_config(cfg)),
+                acks_carry_offsets: acks_carry_offsets(&pc),
             },
             fatal: ctl.fatal.clone(),
             client_error_seen: Default::default(),
@@ -282,7 +283,6 @@ impl Clients {
             .map(|partitions| Changelog::new(cfg, partitions).map(Arc::new))
             .transpose()?;
         shared.lock().changelog = changelog.is_some();
-        let pc = producer_config(cfg);
         let queue_capacity = pc
             .get("queue.buffering.max.messages")
             .and_then(|v| v.parse().ok())

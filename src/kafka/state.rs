@@ -195,16 +195,12 @@ impl RouterState {
     pub fn settle(&mut self, opaque: usize) -> Option<Settled> {
         let changelog = self.changelog;
         let (p, seq) = self.live_mut(opaque)?;
-        let settled = p.ledger.settle(seq)?;
-        if let (true, Some(fp)) = (changelog, settled.fingerprint) {
-            p.unlogged.push(fp);
-        }
-        Some(settled)
+        p.settle(seq, changelog)
     }
 
-    /// One write was acknowledged: [`RouterState::write_done`],
-    /// [`RouterState::delivered`] and [`RouterState::settle`] with one
-    /// lookup of the assignment (this runs for every delivered write).
+    /// One write was acknowledged: [`RouterState::write_done`], its failed
+    /// attempts forgotten, and [`RouterState::settle`], with one lookup of
+    /// the assignment (this runs for every delivered write).
     #[inline]
     pub fn acknowledged(&mut self, opaque: usize, topic: &str) -> Option<Settled> {
         if !self.attempts.is_empty() {
@@ -213,11 +209,7 @@ impl RouterState {
         let changelog = self.changelog;
         let (p, seq) = self.live_mut(opaque)?;
         p.outstanding = p.outstanding.saturating_sub(1);
-        let settled = p.ledger.settle(seq)?;
-        if let (true, Some(fp)) = (changelog, settled.fingerprint) {
-            p.unlogged.push(fp);
-        }
-        Some(settled)
+        p.settle(seq, changelog)
     }
 
     /// The live assignment a delivery opaque belongs to, with the record's
@@ -242,14 +234,6 @@ impl RouterState {
         let n = self.attempts.entry((opaque, topic.to_owned())).or_insert(0);
         *n += 1;
         *n
-    }
-
-    /// A send was acknowledged: forget its earlier failures.
-    #[inline]
-    pub fn delivered(&mut self, opaque: usize, topic: &str) {
-        if !self.attempts.is_empty() {
-            self.attempts.remove(&(opaque, topic.to_owned()));
-        }
     }
 
     /// The live assignment a delivery opaque belongs to, and the input
@@ -283,6 +267,16 @@ impl RouterState {
 impl PartitionState {
     fn ledger_base(&self) -> u64 {
         self.ledger.base_seq()
+    }
+
+    /// One output of record `seq` acknowledged; a published record that
+    /// settles keeps its id for the changelog when `changelog` is on.
+    fn settle(&mut self, seq: u64, changelog: bool) -> Option<Settled> {
+        let settled = self.ledger.settle(seq)?;
+        if let (true, Some(fp)) = (changelog, settled.fingerprint) {
+            self.unlogged.push(fp);
+        }
+        Some(settled)
     }
 }
 
@@ -339,7 +333,7 @@ mod tests {
         assert_eq!(s.failed_attempt(o, "a"), 1);
         assert_eq!(s.failed_attempt(o, "a"), 2, "counts survive the resend");
         assert_eq!(s.failed_attempt(o, "b"), 1, "per output topic (fan-out)");
-        s.delivered(o, "a");
+        s.acknowledged(o, "a");
         assert_eq!(s.failed_attempt(o, "a"), 1, "forgotten once delivered");
         s.revoke(slot);
         assert!(s.attempts.is_empty(), "forgotten on revoke");
@@ -373,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledgement_is_write_done_delivered_and_settle_in_one() {
+    fn an_acknowledgement_is_write_done_and_settle_in_one() {
         let mut s = RouterState {
             changelog: true,
             ..Default::default()
