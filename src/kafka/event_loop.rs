@@ -14,7 +14,7 @@ use super::headers::{dead_letter_headers, mirror_headers};
 use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
-use super::state::encode_opaque;
+use super::state::{encode_opaque, RouterState};
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -107,6 +107,9 @@ impl<'c> Loop<'c, '_> {
             let mut queue_full = false;
             let mut mark = Instant::now();
             let upkeep_before = mark - turn_start;
+            // The record polled last is handled once the next one is polled
+            // and its dedup line prefetched (`Loop::prefetch`).
+            let mut held: Option<BorrowedMessage<'c>> = None;
             for i in 0..BATCH {
                 let polled = self.consumer.poll(first_wait);
                 if i == 0 {
@@ -121,7 +124,10 @@ impl<'c> Loop<'c, '_> {
                 match polled {
                     Some(Ok(m)) => {
                         records += 1;
-                        self.handle(m)
+                        match held.replace(m) {
+                            Some(previous) => self.handle(previous, held.as_ref()),
+                            None => prefetch(&self.shared.lock(), held.as_ref()),
+                        }
                     }
                     Some(Err(e)) => {
                         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
@@ -141,6 +147,9 @@ impl<'c> Loop<'c, '_> {
                     break; // the producer queue stayed full: serve the world
                 }
                 first_wait = Duration::ZERO;
+            }
+            if let Some(last) = held.take() {
+                self.handle(last, None);
             }
             let now = Instant::now();
             t.process = now - mark;
@@ -207,9 +216,15 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
-    /// A fresh record: process it, or queue it behind its partition's backlog.
-    pub(super) fn handle(&mut self, m: BorrowedMessage<'c>) {
-        let found = self.shared.lock().key_of(m.topic(), m.partition());
+    /// A fresh record: process it, or queue it behind its partition's
+    /// backlog. `next`, the record polled after it, gets its dedup line
+    /// prefetched under the same lock.
+    pub(super) fn handle(&mut self, m: BorrowedMessage<'c>, next: Option<&BorrowedMessage<'c>>) {
+        let found = {
+            let state = self.shared.lock();
+            prefetch(&state, next);
+            state.key_of(m.topic(), m.partition())
+        };
         let Some(key) = found else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
@@ -552,5 +567,18 @@ impl<'c> Loop<'c, '_> {
             tracing::debug!(error = %e, "final commit");
         }
         let _ = self.producer.flush(Duration::from_secs(1));
+    }
+}
+
+/// Starts loading the dedup table line of a record about to be handled, so
+/// its probe finds it in cache (see [`Pipeline::prefetch`]).
+#[inline]
+fn prefetch(state: &RouterState, m: Option<&BorrowedMessage<'_>>) {
+    let Some(m) = m else { return };
+    let window = state
+        .find(m.topic(), m.partition())
+        .and_then(|slot| state.get(slot));
+    if let (Some(p), Some(record)) = (window, m.payload()) {
+        Pipeline::prefetch(record, &p.dedup);
     }
 }
