@@ -107,9 +107,10 @@ impl<'c> Loop<'c, '_> {
             let mut queue_full = false;
             let mut mark = Instant::now();
             let upkeep_before = mark - turn_start;
-            // The record polled last is handled once the next one is polled
-            // and its dedup line prefetched (`Loop::prefetch`).
-            let mut held: Option<BorrowedMessage<'c>> = None;
+            // A record is handled two polls after it arrived: when polled,
+            // its first line starts loading; one poll later, with that line
+            // in, its dedup line; one more, it is handled (`prefetch`).
+            let mut held: [Option<BorrowedMessage<'c>>; 2] = [None, None];
             for i in 0..BATCH {
                 let polled = self.consumer.poll(first_wait);
                 if i == 0 {
@@ -124,10 +125,17 @@ impl<'c> Loop<'c, '_> {
                 match polled {
                     Some(Ok(m)) => {
                         records += 1;
-                        match held.replace(m) {
-                            Some(previous) => self.handle(previous, held.as_ref()),
-                            None => prefetch(&self.shared.lock(), held.as_ref()),
+                        Pipeline::prefetch_record(m.payload().unwrap_or_default());
+                        let [oldest, newer] = &mut held;
+                        match oldest.take() {
+                            Some(m) => self.handle(m, newer.as_ref()),
+                            None => {
+                                if let Some(n) = newer {
+                                    prefetch(&self.shared.lock(), n);
+                                }
+                            }
                         }
+                        *oldest = newer.replace(m);
                     }
                     Some(Err(e)) => {
                         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
@@ -148,8 +156,12 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
-            if let Some(last) = held.take() {
-                self.handle(last, None);
+            let [oldest, newer] = held;
+            if let Some(m) = oldest {
+                self.handle(m, newer.as_ref());
+            }
+            if let Some(m) = newer {
+                self.handle(m, None);
             }
             let now = Instant::now();
             t.process = now - mark;
@@ -222,7 +234,9 @@ impl<'c> Loop<'c, '_> {
     pub(super) fn handle(&mut self, m: BorrowedMessage<'c>, next: Option<&BorrowedMessage<'c>>) {
         let found = {
             let state = self.shared.lock();
-            prefetch(&state, next);
+            if let Some(n) = next {
+                prefetch(&state, n);
+            }
             state.key_of(m.topic(), m.partition())
         };
         let Some(key) = found else {
@@ -573,8 +587,7 @@ impl<'c> Loop<'c, '_> {
 /// Starts loading the dedup table line of a record about to be handled, so
 /// its probe finds it in cache (see [`Pipeline::prefetch`]).
 #[inline]
-fn prefetch(state: &RouterState, m: Option<&BorrowedMessage<'_>>) {
-    let Some(m) = m else { return };
+fn prefetch(state: &RouterState, m: &BorrowedMessage<'_>) {
     let window = state
         .find(m.topic(), m.partition())
         .and_then(|slot| state.get(slot));

@@ -65,17 +65,10 @@ impl FingerprintTable {
     /// overlaps those misses instead of paying them one after another.
     #[inline]
     pub fn prefetch(&self, fp: u64) {
-        #[cfg(target_arch = "x86_64")]
         if !self.slots.is_empty() {
             let i = nonzero(fp) as usize & self.mask();
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let line: *const i8 = (&self.slots[i] as *const u64).cast();
-            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch of
-            // an address inside `slots` has no effect but on the cache.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+            super::prefetch_line(&self.slots[i]);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = fp;
     }
 
     /// Whether `fp` is held.
