@@ -61,7 +61,7 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) backlogs: HashMap<(usize, u16), Backlog<'c>>,
     /// Partitions paused for backpressure, by `(topic, partition)`.
     pub(super) paused: HashSet<(String, i32)>,
-    pub(super) known_topics: HashSet<Arc<str>, crate::stats::LabelHasher>,
+    pub(super) known_topics: super::topics::KnownTopics,
     pub(super) resolved: (mpsc::Sender<u32>, mpsc::Receiver<u32>),
     /// Set by a signal: drain, commit, return.
     pub(super) shutdown: Arc<AtomicBool>,

@@ -202,7 +202,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         now: Instant::now(),
         backlogs: HashMap::new(),
         paused: HashSet::new(),
-        known_topics: HashSet::default(),
+        known_topics: Default::default(),
         resolved: mpsc::channel(),
         shutdown: ctl.shutdown.clone(),
         queue_capacity,
@@ -214,7 +214,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         exit_after: ctl.exit_after.clone(),
         records_read: 0,
     };
-    router.ensure_topic(&cfg.dead_letter.topic);
+    router.ensure_topic(&cfg.dead_letter.topic.as_str().into());
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
         ctl.ready.store(true, Ordering::Relaxed);
     }

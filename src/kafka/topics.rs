@@ -2,27 +2,71 @@
 //! used (with `create_topics: admin`), in the background.
 
 use super::event_loop::Loop;
+use crate::pipeline::dedup::IdentityHasher;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// Most output topics remembered as created.
 pub const MAX_KNOWN_TOPICS: usize = 100_000;
 
+/// Output topics already asked for. Checked for every output of every
+/// record, so it is checked by the address of the name's `Arc` (a cached
+/// plan hands out the same one for every record of its stream): one word
+/// hashed instead of the name. The names are the truth; a new `Arc` of a
+/// known name (a plan rebuilt after a reload) is found by name once.
+#[derive(Default)]
+pub(super) struct KnownTopics {
+    names: HashSet<Arc<str>, crate::stats::LabelHasher>,
+    /// Addresses of `Arc`s held in `held`, so none is reused meanwhile.
+    addresses: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    held: Vec<Arc<str>>,
+}
+
+impl KnownTopics {
+    /// Whether this very `Arc` was remembered.
+    #[inline]
+    pub(super) fn contains(&self, topic: &Arc<str>) -> bool {
+        self.addresses.contains(&address(topic))
+    }
+
+    /// Remembers `topic`; true when its name is new.
+    fn insert(&mut self, topic: &Arc<str>) -> bool {
+        if self.names.len() >= MAX_KNOWN_TOPICS && !self.names.contains(topic) {
+            // Producers name the topics: start over rather than grow (a
+            // topic seen again is asked for again; "exists" is harmless).
+            self.names.clear();
+            self.addresses.clear();
+            self.held.clear();
+            crate::stats::bound_reached("known_topics");
+        }
+        if self.addresses.len() >= MAX_KNOWN_TOPICS {
+            self.addresses.clear();
+            self.held.clear();
+        }
+        if self.addresses.insert(address(topic)) {
+            self.held.push(topic.clone());
+        }
+        self.names.insert(topic.clone())
+    }
+}
+
+/// An `Arc`'s address, spread for the identity hasher.
+#[inline]
+fn address(topic: &Arc<str>) -> u64 {
+    (Arc::as_ptr(topic) as *const u8 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 impl Loop<'_, '_> {
     /// Creates an output topic through the admin API (in the background) the
     /// first time it is used; with `broker`/`none` creation only records it.
-    pub(super) fn ensure_topic(&mut self, topic: &str) {
-        let topic: Arc<str> = topic.into();
-        if self.known_topics.len() >= MAX_KNOWN_TOPICS && !self.known_topics.contains(&topic) {
-            // Producers name the topics: start over rather than grow (a
-            // topic seen again is asked for again; "exists" is harmless).
-            self.known_topics.clear();
-            crate::stats::bound_reached("known_topics");
-        }
-        if !self.known_topics.insert(topic.clone()) {
+    pub(super) fn ensure_topic(&mut self, topic: &Arc<str>) {
+        if !self.known_topics.insert(topic) {
             return;
         }
+        let topic = topic.clone();
         let Some(admin) = self.admin.clone() else {
             return;
         };
@@ -47,5 +91,23 @@ impl Loop<'_, '_> {
                 Err(e) => tracing::warn!(topic = %topic, error = %e, "could not create output topic; publishing waits until it exists"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_new_once_whichever_arc_carries_it() {
+        let mut known = KnownTopics::default();
+        let (a, a_again): (Arc<str>, Arc<str>) = ("out.a".into(), "out.a".into());
+        assert!(!known.contains(&a));
+        assert!(known.insert(&a), "first sighting of the name");
+        assert!(known.contains(&a));
+        assert!(!known.contains(&a_again), "another Arc is checked by name");
+        assert!(!known.insert(&a_again), "the name is known");
+        assert!(known.contains(&a_again), "and its address from now on");
+        assert_eq!(known.held.len(), 2);
     }
 }
