@@ -161,9 +161,11 @@ pub fn run(
             }
         }
         // As the router does: serve every delivery report that is ready.
-        serve_deliveries(&producer, |a: &Acks| {
-            a.ok.load(Relaxed) + a.failed.load(Relaxed)
-        });
+        serve_deliveries(
+            &producer,
+            |a: &Acks| a.ok.load(Relaxed) + a.failed.load(Relaxed),
+            |_| (),
+        );
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     producer.flush(Duration::from_secs(5))?;

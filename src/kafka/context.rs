@@ -102,6 +102,46 @@ pub struct ProducerCtx {
     pub shared: Arc<Shared>,
     /// Delivery reports served so far (successes and failures).
     pub reports: AtomicU64,
+    /// The clock settled records' ages are read from.
+    clock: EventClock,
+}
+
+/// One clock reading for all the delivery reports of the event being
+/// served (one produce request's), instead of one reading per report.
+struct EventClock {
+    since: Instant,
+    /// Nanoseconds after `since` plus one; 0 outside [`ProducerCtx::serve`].
+    at: AtomicU64,
+}
+
+impl EventClock {
+    fn new() -> Self {
+        EventClock {
+            since: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads the clock for the event about to be served.
+    fn stamp(&self) {
+        let ns = self.since.elapsed().as_nanos() as u64;
+        self.at.store(ns.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Back to a fresh reading per call.
+    fn clear(&self) {
+        self.at.store(0, Ordering::Relaxed);
+    }
+
+    /// The stamped reading, or a fresh one when none is stamped (a flush,
+    /// a wait for room in a full queue).
+    #[inline]
+    fn now(&self) -> Instant {
+        match self.at.load(Ordering::Relaxed) {
+            0 => Instant::now(),
+            ns => self.since + Duration::from_nanos(ns - 1),
+        }
+    }
 }
 
 impl ProducerCtx {
@@ -110,12 +150,22 @@ impl ProducerCtx {
         ProducerCtx {
             shared,
             reports: AtomicU64::new(0),
+            clock: EventClock::new(),
         }
     }
 
     /// Delivery reports served so far; for [`serve_deliveries`].
     pub fn reports(&self) -> u64 {
         self.reports.load(Ordering::Relaxed)
+    }
+
+    /// Serves the delivery reports librdkafka has queued, like
+    /// [`serve_deliveries`], reading the clock once per event for the
+    /// settled records' ages.
+    pub fn serve(producer: &BaseProducer<ProducerCtx>) -> u64 {
+        let served = serve_deliveries(producer, ProducerCtx::reports, |ctx| ctx.clock.stamp());
+        producer.context().clock.clear();
+        served
     }
 }
 
@@ -125,7 +175,7 @@ const MAX_EVENTS_PER_SERVE: usize = 4096;
 
 /// Serves the delivery reports librdkafka has queued, without waiting;
 /// returns how many were served. `reports` reads the context's running
-/// count of served reports.
+/// count of served reports; `before_each` runs before each event is taken.
 ///
 /// `BaseProducer::poll` with a zero timeout serves one event, the reports of
 /// one produce request. Called once per loop iteration it would cap
@@ -135,11 +185,13 @@ const MAX_EVENTS_PER_SERVE: usize = 4096;
 pub fn serve_deliveries<C: ProducerContext>(
     producer: &BaseProducer<C>,
     reports: impl Fn(&C) -> u64,
+    before_each: impl Fn(&C),
 ) -> u64 {
     let count = || reports(producer.context());
     let start = count();
     let mut last = start;
     for _ in 0..MAX_EVENTS_PER_SERVE {
+        before_each(producer.context());
         producer.poll(Duration::ZERO);
         let now = count();
         if now == last {
@@ -191,7 +243,7 @@ impl ProducerContext for ProducerCtx {
                     // One clock read serves both ages. Producer-controlled:
                     // i64::MIN must not overflow here (a panic inside a
                     // librdkafka callback aborts the process).
-                    let now = Instant::now();
+                    let now = self.clock.now();
                     let unix_now = self.shared.wall_clock.unix_ms_at(now);
                     let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
                     self.shared
@@ -451,5 +503,25 @@ impl ConsumerCtx {
         }
         self.shared.stats.revoked(started.elapsed());
         tracing::info!(partitions = tpl.count(), took = ?started.elapsed(), "partitions revoked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_event_clock_answers_its_reading_until_cleared() {
+        let clock = EventClock::new();
+        let before = Instant::now();
+        assert!(clock.now() >= before, "unstamped: a fresh reading");
+        clock.stamp();
+        let after = Instant::now();
+        let stamped = clock.now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(clock.now(), stamped, "stamped: no new reading");
+        assert!(before <= stamped && stamped <= after);
+        clock.clear();
+        assert!(clock.now() >= stamped + Duration::from_millis(2));
     }
 }

@@ -8,7 +8,7 @@
 //! them), and housekeep dedup windows and gauges.
 
 use super::changelog::Changelog;
-use super::context::{serve_deliveries, unix_seconds, ConsumerCtx, ProducerCtx, Shared};
+use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::profile::{LoopProfile, TurnTimes};
@@ -169,7 +169,7 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stats.records_read(self.records_read, mark);
                 self.records_read = 0;
             }
-            serve_deliveries(&self.producer, ProducerCtx::reports);
+            ProducerCtx::serve(&self.producer);
             self.shared.lock().published.flush(&self.shared.stats);
             let served = Instant::now();
             t.deliveries = served - now;
