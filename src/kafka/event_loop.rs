@@ -11,10 +11,11 @@ use super::changelog::Changelog;
 use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
+use super::lookahead::{Held, Lookahead};
 use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
-use super::state::{encode_opaque, RouterState};
+use super::state::encode_opaque;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -107,10 +108,8 @@ impl<'c> Loop<'c, '_> {
             let mut queue_full = false;
             let mut mark = Instant::now();
             let upkeep_before = mark - turn_start;
-            // A record is handled two polls after it arrived: when polled,
-            // its first line starts loading; one poll later, with that line
-            // in, its dedup line; one more, it is handled (`prefetch`).
-            let mut held: [Option<BorrowedMessage<'c>>; 2] = [None, None];
+            // A record is handled two polls after it arrived (`lookahead.rs`).
+            let mut held = Lookahead::default();
             for i in 0..BATCH {
                 let polled = self.consumer.poll(first_wait);
                 if i == 0 {
@@ -125,17 +124,10 @@ impl<'c> Loop<'c, '_> {
                 match polled {
                     Some(Ok(m)) => {
                         records += 1;
-                        Pipeline::prefetch_record(m.payload().unwrap_or_default());
-                        let [oldest, newer] = &mut held;
-                        match oldest.take() {
-                            Some(m) => self.handle(m, newer.as_ref()),
-                            None => {
-                                if let Some(n) = newer {
-                                    prefetch(&self.shared.lock(), n);
-                                }
-                            }
+                        let due = held.push(&self.shared.lock(), m);
+                        if let Some(h) = due {
+                            self.handle(h);
                         }
-                        *oldest = newer.replace(m);
                     }
                     Some(Err(e)) => {
                         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
@@ -156,12 +148,8 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
-            let [oldest, newer] = held;
-            if let Some(m) = oldest {
-                self.handle(m, newer.as_ref());
-            }
-            if let Some(m) = newer {
-                self.handle(m, None);
+            for h in held.drain() {
+                self.handle(h);
             }
             let now = Instant::now();
             t.process = now - mark;
@@ -229,17 +217,9 @@ impl<'c> Loop<'c, '_> {
     }
 
     /// A fresh record: process it, or queue it behind its partition's
-    /// backlog. `next`, the record polled after it, gets its dedup line
-    /// prefetched under the same lock.
-    pub(super) fn handle(&mut self, m: BorrowedMessage<'c>, next: Option<&BorrowedMessage<'c>>) {
-        let found = {
-            let state = self.shared.lock();
-            if let Some(n) = next {
-                prefetch(&state, n);
-            }
-            state.key_of(m.topic(), m.partition())
-        };
-        let Some(key) = found else {
+    /// backlog.
+    pub(super) fn handle(&mut self, Held { m, key }: Held<'c>) {
+        let Some(key) = key else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
                 topic = m.topic(),
@@ -581,17 +561,5 @@ impl<'c> Loop<'c, '_> {
             tracing::debug!(error = %e, "final commit");
         }
         let _ = self.producer.flush(Duration::from_secs(1));
-    }
-}
-
-/// Starts loading the dedup table line of a record about to be handled, so
-/// its probe finds it in cache (see [`Pipeline::prefetch`]).
-#[inline]
-fn prefetch(state: &RouterState, m: &BorrowedMessage<'_>) {
-    let window = state
-        .find(m.topic(), m.partition())
-        .and_then(|slot| state.get(slot));
-    if let (Some(p), Some(record)) = (window, m.payload()) {
-        Pipeline::prefetch(record, &p.dedup);
     }
 }

@@ -8,6 +8,7 @@ mod event_loop;
 mod failed_write;
 pub mod headers;
 pub mod ledger;
+mod lookahead;
 pub mod produce_error;
 pub mod profile;
 pub mod reload;

@@ -1,0 +1,63 @@
+//! The loop's lookahead: a polled record is handled two polls later, so
+//! the memory it needs arrives meanwhile. When polled, its first cache line
+//! (where the header and its message id begin) starts loading; a record
+//! librdkafka's broker thread just fetched is not in the loop core's cache.
+//! One poll later, with that line in, its dedup table line starts loading
+//! (`Pipeline::prefetch`); with a million ids resident that probe would
+//! otherwise miss. One poll after that it is handled.
+//!
+//! A record's assignment `(slot, epoch)` is read when it is polled, before
+//! the next poll can run a rebalance callback: if its partition is revoked
+//! (and perhaps assigned again) while it is held, the epoch no longer
+//! matches and the record is skipped; the partition's next owner reads it
+//! again from the committed offset.
+
+use super::state::RouterState;
+use crate::pipeline::Pipeline;
+use rdkafka::message::{BorrowedMessage, Message};
+
+/// A polled record and its assignment as of its poll (`None`: not ours).
+pub(super) struct Held<'c> {
+    pub(super) m: BorrowedMessage<'c>,
+    pub(super) key: Option<(usize, u16)>,
+}
+
+/// Up to two polled records waiting their turn, oldest first.
+#[derive(Default)]
+pub(super) struct Lookahead<'c> {
+    oldest: Option<Held<'c>>,
+    newer: Option<Held<'c>>,
+}
+
+impl<'c> Lookahead<'c> {
+    /// Takes a record just polled and returns the one due for handling, if
+    /// any. Under `state`'s lock: reads the new record's assignment and
+    /// prefetches the dedup line of the record polled before it.
+    pub(super) fn push(&mut self, state: &RouterState, m: BorrowedMessage<'c>) -> Option<Held<'c>> {
+        Pipeline::prefetch_record(m.payload().unwrap_or_default());
+        if let Some(newer) = &self.newer {
+            prefetch_dedup(state, newer);
+        }
+        let key = state.key_of(m.topic(), m.partition());
+        let due = self.oldest.take();
+        self.oldest = self.newer.replace(Held { m, key });
+        due
+    }
+
+    /// The records still held, oldest first (at the end of a loop turn).
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = Held<'c>> {
+        self.oldest.take().into_iter().chain(self.newer.take())
+    }
+}
+
+/// Starts loading the dedup table line `held`'s record will probe.
+#[inline]
+fn prefetch_dedup(state: &RouterState, held: &Held<'_>) {
+    let Some((slot, epoch)) = held.key else {
+        return;
+    };
+    let window = state.get(slot).filter(|p| p.epoch == epoch);
+    if let (Some(p), Some(record)) = (window, held.m.payload()) {
+        Pipeline::prefetch(record, &p.dedup);
+    }
+}
