@@ -165,3 +165,47 @@ fn a_revoke_does_not_wait_for_parked_retries() {
     drop(a);
     drop(b);
 }
+
+/// The premise of `ConsumerCtx::post_rebalance` resuming new assignments:
+/// librdkafka keeps a partition paused across an unassign and a later
+/// assign of it, while the router forgets a revoked partition's pause.
+/// Should librdkafka change this, the resume becomes redundant, not wrong.
+#[test]
+fn librdkafka_keeps_a_pause_across_unassign_and_assign() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let kafka = cluster(1);
+    let bootstrap = kafka.bootstrap_servers();
+    produce(&bootstrap, "raw", &match_inputs(10, 16));
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "pause-kept")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("raw", 0, Offset::Beginning)
+        .unwrap();
+    let read_for = |d: Duration| {
+        let end = Instant::now() + d;
+        let mut n = 0;
+        while Instant::now() < end {
+            if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    c.assign(&tpl).unwrap();
+    c.pause(&tpl).unwrap();
+    assert_eq!(read_for(Duration::from_secs(1)), 0, "paused");
+    c.unassign().unwrap();
+    c.assign(&tpl).unwrap();
+    assert_eq!(
+        read_for(Duration::from_secs(2)),
+        0,
+        "still paused after the new assign"
+    );
+    c.resume(&tpl).unwrap();
+    assert_eq!(read_for(Duration::from_secs(3)), 10);
+}

@@ -382,9 +382,21 @@ impl ConsumerContext for ConsumerCtx {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut state = self.shared.lock();
             let mut fresh = Vec::new();
+            let mut unpause = TopicPartitionList::new();
             for e in tpl.elements() {
                 if state.find(e.topic(), e.partition()).is_none() {
                     fresh.push(state.assign(e.topic(), e.partition()));
+                    unpause.add_partition(e.topic(), e.partition());
+                }
+            }
+            // A new assignment starts unpaused. librdkafka keeps a pause
+            // the loop made across a revoke and a later assign of the same
+            // partition (it resets only its own pauses), while the loop
+            // forgets the pause and its reason once the partition is
+            // revoked: left paused, the partition would never be read again.
+            if unpause.count() > 0 {
+                if let Err(e) = consumer.resume(&unpause) {
+                    tracing::warn!(error = %e, "resuming newly assigned partitions failed");
                 }
             }
             if let Some(changelog) = &self.changelog {

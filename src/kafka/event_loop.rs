@@ -405,7 +405,8 @@ impl<'c> Loop<'c, '_> {
         let high = self.queue_capacity - (self.queue_capacity / 4).min(4 * BATCH);
         let assignments = self.shared.stats.assignments();
         if queued >= high && self.throttled != Some(assignments) {
-            // (Again after a rebalance: new partitions start unpaused.)
+            // (Again after a rebalance: new partitions start unpaused,
+            // `ConsumerCtx::post_rebalance`.)
             if let Ok(tpl) = self.consumer.assignment() {
                 if let Err(e) = self.consumer.pause(&tpl) {
                     tracing::warn!(error = %e, "pausing for a full producer queue failed");
