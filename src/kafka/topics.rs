@@ -5,7 +5,7 @@ use super::event_loop::Loop;
 use crate::pipeline::dedup::IdentityHasher;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
@@ -20,16 +20,15 @@ pub const MAX_KNOWN_TOPICS: usize = 100_000;
 #[derive(Default)]
 pub(super) struct KnownTopics {
     names: HashSet<Arc<str>, crate::stats::LabelHasher>,
-    /// Addresses of `Arc`s held in `held`, so none is reused meanwhile.
-    addresses: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
-    held: Vec<Arc<str>>,
+    /// By address, each `Arc` held so its address is not reused meanwhile.
+    addresses: HashMap<u64, Arc<str>, BuildHasherDefault<IdentityHasher>>,
 }
 
 impl KnownTopics {
     /// Whether this very `Arc` was remembered.
     #[inline]
     pub(super) fn contains(&self, topic: &Arc<str>) -> bool {
-        self.addresses.contains(&address(topic))
+        self.addresses.contains_key(&address(topic))
     }
 
     /// Remembers `topic`; true when its name is new.
@@ -39,16 +38,14 @@ impl KnownTopics {
             // topic seen again is asked for again; "exists" is harmless).
             self.names.clear();
             self.addresses.clear();
-            self.held.clear();
             crate::stats::bound_reached("known_topics");
         }
         if self.addresses.len() >= MAX_KNOWN_TOPICS {
             self.addresses.clear();
-            self.held.clear();
         }
-        if self.addresses.insert(address(topic)) {
-            self.held.push(topic.clone());
-        }
+        self.addresses
+            .entry(address(topic))
+            .or_insert_with(|| topic.clone());
         self.names.insert(topic.clone())
     }
 }
@@ -108,6 +105,6 @@ mod tests {
         assert!(!known.contains(&a_again), "another Arc is checked by name");
         assert!(!known.insert(&a_again), "the name is known");
         assert!(known.contains(&a_again), "and its address from now on");
-        assert_eq!(known.held.len(), 2);
+        assert_eq!(known.addresses.len(), 2);
     }
 }
