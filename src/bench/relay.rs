@@ -1,6 +1,7 @@
 //! The two ceilings `bench` measures the router against. Both run with the
 //! router's own client settings (`kafka::producer_config` and
-//! `consumer_config`) and the same loop shape: poll a batch, produce each
+//! `consumer_config`), the same send path (by topic handle,
+//! `kafka::topic_handles`) and the same loop shape: poll a batch, produce each
 //! record's bytes, key, timestamp and headers unchanged, serve delivery
 //! reports. They differ only in where a record goes:
 //!
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::envelope::EnvelopeView;
 use crate::kafka::context::serve_deliveries;
 use crate::kafka::profile::ProducerDigest;
+use crate::kafka::topic_handles::TopicHandles;
 use crate::kafka::{consumer_config, producer_config};
 use crate::pipeline::route::{RouteDecision, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -97,9 +99,12 @@ pub fn run(
         failed: failed.clone(),
         digest: Mutex::default(),
     })?;
+    // The router's send path: by topic handle.
+    let producer = TopicHandles::new(Arc::new(producer));
+    let dead_letter: Arc<str> = cfg.dead_letter.topic.as_str().into();
     // The routes, or the bare relay's one topic.
     let mut routes = match mode {
-        Mode::Bare { output } => Err(output.as_str()),
+        Mode::Bare { output } => Err(Arc::<str>::from(output.as_str())),
         Mode::Routing => Ok(Routes::new(
             &cfg.routes,
             cfg.default_route,
@@ -145,12 +150,12 @@ pub fn run(
                         }
                         RouteDecision::Drop(_) => {}
                         _ => {
-                            send(&producer, &cfg.dead_letter.topic, &m)?;
+                            send(&producer, &dead_letter, &m)?;
                             written += 1;
                         }
                     },
                     Err(_) => {
-                        send(&producer, &cfg.dead_letter.topic, &m)?;
+                        send(&producer, &dead_letter, &m)?;
                         written += 1;
                     }
                 },
@@ -162,14 +167,14 @@ pub fn run(
         }
         // As the router does: serve every delivery report that is ready.
         serve_deliveries(
-            &producer,
+            producer.producer(),
             |a: &Acks| a.ok.load(Relaxed) + a.failed.load(Relaxed),
             |_| (),
         );
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    producer.flush(Duration::from_secs(5))?;
-    let digest = (producer.context().digest.lock())
+    producer.producer().flush(Duration::from_secs(5))?;
+    let digest = (producer.producer().context().digest.lock())
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     Ok(RelaySummary {
@@ -183,7 +188,11 @@ pub fn run(
 
 /// Produces one record unchanged to `topic`, waiting while librdkafka's
 /// queue is full.
-fn send(producer: &BaseProducer<Acks>, topic: &str, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+fn send(
+    producer: &TopicHandles<Acks>,
+    topic: &Arc<str>,
+    m: &BorrowedMessage<'_>,
+) -> anyhow::Result<()> {
     let mut rec = BaseRecord::<[u8], [u8]>::to(topic).payload(m.payload().unwrap_or_default());
     if let Some(k) = m.key() {
         rec = rec.key(k);
@@ -195,11 +204,11 @@ fn send(producer: &BaseProducer<Acks>, topic: &str, m: &BorrowedMessage<'_>) -> 
         rec = rec.headers(h.detach());
     }
     loop {
-        match producer.send(rec) {
+        match producer.send(topic, rec) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 rec = r;
-                producer.poll(Duration::from_millis(5));
+                producer.producer().poll(Duration::from_millis(5));
             }
             Err((e, _)) => anyhow::bail!("relay produce to {topic}: {e}"),
         }

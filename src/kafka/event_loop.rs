@@ -16,6 +16,7 @@ use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
+use super::topic_handles::TopicHandles;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -49,6 +50,11 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
     pub(super) consumer: &'c BaseConsumer<ConsumerCtx>,
     pub(super) producer: Arc<BaseProducer<ProducerCtx>>,
+    /// The same producer, with a librdkafka topic handle per output topic:
+    /// records are sent through it.
+    pub(super) topics: TopicHandles<ProducerCtx>,
+    /// `dead_letter.topic`, in the `Arc` its handle is found by.
+    pub(super) dead_letter_topic: Arc<str>,
     pub(super) shared: Arc<Shared>,
     pub(super) pipeline: Pipeline,
     pub(super) cache: Arc<SchemaCache>,
@@ -275,7 +281,7 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stats.rejected(reason, None);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
                 let headers = dead_letter_headers(m, reason, &detail);
-                let topic = self.cfg.dead_letter.topic.clone();
+                let topic = self.dead_letter_topic.clone();
                 self.send(&topic, m, Some(headers), encode_opaque(slot, epoch, seq));
                 Ok(())
             }
@@ -321,7 +327,7 @@ impl<'c> Loop<'c, '_> {
     /// queue is full; a refused record goes to the retry queue.
     pub(super) fn send(
         &self,
-        topic: &str,
+        topic: &Arc<str>,
         m: &BorrowedMessage<'_>,
         headers: Option<OwnedHeaders>,
         opaque: usize,
@@ -338,7 +344,7 @@ impl<'c> Loop<'c, '_> {
         if let Some(h) = headers {
             rec = rec.headers(h);
         }
-        self.enqueue(rec);
+        self.enqueue(Some(topic), rec);
     }
 
     /// Hands one write to librdkafka. While its queue is full, serves
@@ -346,10 +352,19 @@ impl<'c> Loop<'c, '_> {
     /// (the loop pauses consumption before the queue fills, so this is
     /// rare); a write still refused once the budget is spent, or refused
     /// for any other reason, goes down the failure path (`failed_write.rs`):
-    /// parked for a retry, or a verdict.
-    pub(super) fn enqueue(&self, mut rec: BaseRecord<'_, [u8], [u8], usize>) {
+    /// parked for a retry, or a verdict. With `topic` (the record's own
+    /// topic, in an `Arc`) it is sent by that topic's handle, else by name.
+    pub(super) fn enqueue(
+        &self,
+        topic: Option<&Arc<str>>,
+        mut rec: BaseRecord<'_, [u8], [u8], usize>,
+    ) {
         loop {
-            match self.producer.send(rec) {
+            let sent = match topic {
+                Some(topic) => self.topics.send(topic, rec),
+                None => self.topics.send_by_name(rec),
+            };
+            match sent {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if !self.queue_wait_left.get().is_zero() && !self.stopping() =>

@@ -17,6 +17,7 @@ mod run;
 mod schema_wait;
 pub mod state;
 pub mod throttle;
+pub mod topic_handles;
 mod topics;
 
 pub use run::{acks_carry_offsets, consumer_config, producer_config, run, ExitAfter, RunControl};

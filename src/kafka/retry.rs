@@ -137,7 +137,7 @@ impl Loop<'_, '_> {
             if let Some(h) = r.headers {
                 rec = rec.headers(h);
             }
-            self.enqueue(rec);
+            self.enqueue(None, rec);
         }
         let stalled: Vec<(String, i32)> = {
             let state = self.shared.lock();

@@ -11,6 +11,7 @@
 use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
+use super::topic_handles::TopicHandles;
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::schema::SchemaMode;
 use crate::pipeline::{Pipeline, Reason};
@@ -192,6 +193,8 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
     let mut router = Loop {
         cfg,
         consumer: &consumer,
+        topics: TopicHandles::new(producer.clone()),
+        dead_letter_topic: cfg.dead_letter.topic.as_str().into(),
         producer,
         shared: shared.clone(),
         pipeline,
@@ -214,7 +217,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         exit_after: ctl.exit_after.clone(),
         records_read: 0,
     };
-    router.ensure_topic(&cfg.dead_letter.topic.as_str().into());
+    router.ensure_topic(&router.dead_letter_topic.clone());
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
         ctl.ready.store(true, Ordering::Relaxed);
     }

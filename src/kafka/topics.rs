@@ -2,6 +2,7 @@
 //! used (with `create_topics: admin`), in the background.
 
 use super::event_loop::Loop;
+use super::topic_handles::address;
 use crate::pipeline::dedup::IdentityHasher;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
@@ -48,12 +49,6 @@ impl KnownTopics {
             .or_insert_with(|| topic.clone());
         self.names.insert(topic.clone())
     }
-}
-
-/// An `Arc`'s address, spread for the identity hasher.
-#[inline]
-fn address(topic: &Arc<str>) -> u64 {
-    (Arc::as_ptr(topic) as *const u8 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl Loop<'_, '_> {
