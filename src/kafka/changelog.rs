@@ -109,7 +109,8 @@ impl Changelog {
             if p.unlogged.is_empty() || only.is_some_and(|o| !o.contains(&slot)) {
                 continue;
             }
-            let key = block_key(&self.group, &p.topic, p.partition);
+            let key = (p.changelog_key)
+                .get_or_insert_with(|| block_key(&self.group, &p.topic, p.partition).into());
             let target = p.partition.rem_euclid(self.partitions);
             let mut sent = 0;
             for ids in p.unlogged.chunks(BLOCK_IDS) {
@@ -117,7 +118,7 @@ impl Changelog {
                 let rec =
                     BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, CHANGELOG_OPAQUE)
                         .partition(target)
-                        .key(&key)
+                        .key(&**key)
                         .payload(&value)
                         .timestamp(now_ms);
                 match producer.send(rec) {

@@ -27,6 +27,8 @@ pub struct PartitionState {
     /// Fingerprints of published records settled since the last changelog
     /// block (empty when the changelog is off).
     pub unlogged: Vec<u64>,
+    /// This partition's changelog block key, made at its first block.
+    pub changelog_key: Option<Box<[u8]>>,
 }
 
 /// Everything the loop and the callbacks share.
@@ -107,6 +109,7 @@ impl RouterState {
             dedup: DedupWindow::default(),
             outstanding: 0,
             unlogged: Vec::new(),
+            changelog_key: None,
         };
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
