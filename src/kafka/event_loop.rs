@@ -307,7 +307,7 @@ impl<'c> Loop<'c, '_> {
                     m.headers().map(|h| h.detach())
                 };
                 for (i, t) in targets.iter().enumerate() {
-                    if !self.known_topics.contains(&t.topic) {
+                    if !self.topics.knows(&t.topic) {
                         self.ensure_topic(&t.topic);
                     }
                     // The last output takes the headers; earlier ones copy.

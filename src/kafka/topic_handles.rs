@@ -85,6 +85,13 @@ impl<C: ProducerContext + 'static> TopicHandles<C> {
         self.len() == 0
     }
 
+    /// Whether a handle is held for this very `Arc` (it was sent to, and
+    /// the map has not started over since).
+    #[inline]
+    pub fn knows(&self, topic: &Arc<str>) -> bool {
+        self.handles.borrow().contains_key(&address(topic))
+    }
+
     /// Enqueues `record` to `topic` (the name the record carries) like
     /// `BaseProducer::send`, with the same result: on error the record comes
     /// back, with its headers still owned by it.
@@ -203,7 +210,7 @@ impl<C: ProducerContext + 'static> TopicHandles<C> {
 /// An `Arc`'s address, spread for the identity hasher: how a topic name
 /// held in an `Arc` is found without hashing the name.
 #[inline]
-pub fn address(topic: &Arc<str>) -> u64 {
+fn address(topic: &Arc<str>) -> u64 {
     (Arc::as_ptr(topic) as *const u8 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
@@ -251,6 +258,8 @@ mod tests {
         let by_name = BaseRecord::<str, str>::to("out.b").payload("5").key("k");
         assert!(handles.send_by_name(by_name).is_ok());
         assert_eq!(handles.len(), 3, "one handle per Arc, not per record");
+        assert!(handles.knows(&a) && handles.knows(&a_again) && handles.knows(&b));
+        assert!(!handles.knows(&"out.b".into()), "by Arc, not by name");
         handles.producer().flush(Duration::from_secs(10)).unwrap();
 
         let consumer: BaseConsumer = ClientConfig::new()

@@ -2,51 +2,32 @@
 //! used (with `create_topics: admin`), in the background.
 
 use super::event_loop::Loop;
-use super::topic_handles::address;
-use crate::pipeline::dedup::IdentityHasher;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Most output topics remembered as created.
 pub const MAX_KNOWN_TOPICS: usize = 100_000;
 
-/// Output topics already asked for. Checked for every output of every
-/// record, so it is checked by the address of the name's `Arc` (a cached
-/// plan hands out the same one for every record of its stream): one word
-/// hashed instead of the name. The names are the truth; a new `Arc` of a
-/// known name (a plan rebuilt after a reload) is found by name once.
+/// Output topics already asked for, by name. The loop checks it only for
+/// a topic name's `Arc` it has no topic handle for yet
+/// ([`TopicHandles::knows`](super::topic_handles::TopicHandles::knows)):
+/// once per stream plan, not once per record.
 #[derive(Default)]
 pub(super) struct KnownTopics {
     names: HashSet<Arc<str>, crate::stats::LabelHasher>,
-    /// By address, each `Arc` held so its address is not reused meanwhile.
-    addresses: HashMap<u64, Arc<str>, BuildHasherDefault<IdentityHasher>>,
 }
 
 impl KnownTopics {
-    /// Whether this very `Arc` was remembered.
-    #[inline]
-    pub(super) fn contains(&self, topic: &Arc<str>) -> bool {
-        self.addresses.contains_key(&address(topic))
-    }
-
     /// Remembers `topic`; true when its name is new.
     fn insert(&mut self, topic: &Arc<str>) -> bool {
         if self.names.len() >= MAX_KNOWN_TOPICS && !self.names.contains(topic) {
             // Producers name the topics: start over rather than grow (a
             // topic seen again is asked for again; "exists" is harmless).
             self.names.clear();
-            self.addresses.clear();
             crate::stats::bound_reached("known_topics");
         }
-        if self.addresses.len() >= MAX_KNOWN_TOPICS {
-            self.addresses.clear();
-        }
-        self.addresses
-            .entry(address(topic))
-            .or_insert_with(|| topic.clone());
         self.names.insert(topic.clone())
     }
 }
@@ -94,12 +75,9 @@ mod tests {
     fn a_name_is_new_once_whichever_arc_carries_it() {
         let mut known = KnownTopics::default();
         let (a, a_again): (Arc<str>, Arc<str>) = ("out.a".into(), "out.a".into());
-        assert!(!known.contains(&a));
         assert!(known.insert(&a), "first sighting of the name");
-        assert!(known.contains(&a));
-        assert!(!known.contains(&a_again), "another Arc is checked by name");
-        assert!(!known.insert(&a_again), "the name is known");
-        assert!(known.contains(&a_again), "and its address from now on");
-        assert_eq!(known.addresses.len(), 2);
+        assert!(!known.insert(&a), "the same Arc again");
+        assert!(!known.insert(&a_again), "another Arc of a known name");
+        assert!(known.insert(&"out.b".into()));
     }
 }
