@@ -49,9 +49,8 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 pub(super) struct Loop<'c, 'a> {
     pub(super) cfg: &'a Config,
     pub(super) consumer: &'c BaseConsumer<ConsumerCtx>,
-    pub(super) producer: Arc<BaseProducer<ProducerCtx>>,
-    /// The same producer, with a librdkafka topic handle per output topic:
-    /// records are sent through it.
+    /// The producer, with a librdkafka topic handle per output topic:
+    /// records are sent through it ([`Loop::producer`] for the rest).
     pub(super) topics: TopicHandles<ProducerCtx>,
     /// `dead_letter.topic`, in the `Arc` its handle is found by.
     pub(super) dead_letter_topic: Arc<str>,
@@ -163,7 +162,7 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stats.records_read(self.records_read, mark);
                 self.records_read = 0;
             }
-            ProducerCtx::serve(&self.producer);
+            ProducerCtx::serve(self.producer());
             self.shared.lock().published.flush(&self.shared.stats);
             let served = Instant::now();
             t.deliveries = served - now;
@@ -178,7 +177,7 @@ impl<'c> Loop<'c, '_> {
             self.resend_due();
             if let Some(changelog) = &self.changelog {
                 if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
-                    changelog.write(&self.producer, None);
+                    changelog.write(self.producer(), None);
                     last_changelog = Instant::now();
                 }
             }
@@ -281,8 +280,8 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stats.rejected(reason, None);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
                 let headers = dead_letter_headers(m, reason, &detail);
-                let topic = self.dead_letter_topic.clone();
-                self.send(&topic, m, Some(headers), encode_opaque(slot, epoch, seq));
+                let opaque = encode_opaque(slot, epoch, seq);
+                self.send(&self.dead_letter_topic, m, Some(headers), opaque);
                 Ok(())
             }
             Verdict::Publish {
@@ -371,7 +370,7 @@ impl<'c> Loop<'c, '_> {
                 {
                     rec = r;
                     let step = Duration::from_millis(5).min(self.queue_wait_left.get());
-                    self.producer.poll(step);
+                    self.producer().poll(step);
                     self.queue_wait_left
                         .set(self.queue_wait_left.get().saturating_sub(step));
                 }
@@ -396,7 +395,7 @@ impl<'c> Loop<'c, '_> {
     /// consumer...): every later call of that client would fail.
     fn check_fatal(&self) {
         let clients = [
-            ("producer", self.producer.client().fatal_error()),
+            ("producer", self.producer().client().fatal_error()),
             ("consumer", self.consumer.client().fatal_error()),
         ];
         for (client, fatal) in clients {
@@ -404,6 +403,11 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stop(format!("{client}: {code:?}: {why}"));
             }
         }
+    }
+
+    /// The loop's producer (held by its topic handles).
+    pub(super) fn producer(&self) -> &BaseProducer<ProducerCtx> {
+        self.topics.producer()
     }
 
     /// Whether the loop is on its way out (a signal, or a fatal error).
@@ -416,7 +420,7 @@ impl<'c> Loop<'c, '_> {
     /// turning (signals, rebalance callbacks, delivery reports) instead of
     /// blocking in `send`.
     fn throttle_on_full_queue(&mut self) {
-        let queued = self.producer.in_flight_count().max(0) as usize;
+        let queued = self.producer().in_flight_count().max(0) as usize;
         let high = self.queue_capacity - (self.queue_capacity / 4).min(4 * BATCH);
         let assignments = self.shared.stats.assignments();
         if queued >= high && self.throttled != Some(assignments) {
@@ -562,20 +566,20 @@ impl<'c> Loop<'c, '_> {
                 );
                 break;
             }
-            self.producer.poll(Duration::from_millis(10));
+            self.producer().poll(Duration::from_millis(10));
             if !fatal {
                 self.queue_wait_left.set(QUEUE_FULL_WAIT);
                 self.resend_due();
             }
         }
         if let Some(changelog) = &self.changelog {
-            changelog.write_and_wait(&self.producer, None, deadline);
+            changelog.write_and_wait(self.producer(), None, deadline);
         }
         self.store_offsets();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is reported as an error.
             tracing::debug!(error = %e, "final commit");
         }
-        let _ = self.producer.flush(Duration::from_secs(1));
+        let _ = self.producer().flush(Duration::from_secs(1));
     }
 }

@@ -193,9 +193,8 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
     let mut router = Loop {
         cfg,
         consumer: &consumer,
-        topics: TopicHandles::new(producer.clone()),
+        topics: TopicHandles::new(producer),
         dead_letter_topic: cfg.dead_letter.topic.as_str().into(),
-        producer,
         shared: shared.clone(),
         pipeline,
         cache: common.cache.clone(),
