@@ -342,6 +342,10 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
     pc
 }
 
+/// The consumer's default prefetch queue, in KiB
+/// (`queued.max.messages.kbytes`; librdkafka's own default is 65536).
+pub const PREFETCH_QUEUE_KIB: &str = "4096";
+
 /// The consumer settings the router uses: defaults, then the config's
 /// common and consumer properties, then the two at-least-once depends on.
 pub fn consumer_config(cfg: &Config) -> ClientConfig {
@@ -356,7 +360,15 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         // librdkafka postpones a partition's next fetch by this much; at
         // the default 1 s a loop that drained the queue sat idle for most
         // of that second (BENCHMARKS.md: 76k -> 177k records/s at 1 KB).
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        // librdkafka prefetches up to 64 MiB by default: far more than the
+        // CPU's caches, so a loop that is the bottleneck reads each record
+        // from memory long after the fetcher wrote it. 4 MiB keeps it in
+        // cache: at 256 B the router went 518k -> 594k records/s (medians
+        // of five alternated invocations), and 60 MiB less resident
+        // (BENCHMARKS.md, "the prefetch queue"). Raise it for a broker
+        // many milliseconds away: it must hold a fetch round trip of data.
+        .set("queued.max.messages.kbytes", PREFETCH_QUEUE_KIB);
     for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
         cc.set(k, v);
     }
@@ -370,6 +382,26 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefetch_queue_is_small_by_default_and_a_config_may_raise_it() {
+        let parse = |consumer: &str| {
+            let yaml = format!(
+                "kafka: {{bootstrap.servers: 'b:9092', consumer: {{{consumer}}}}}\n\
+                 input: {{topics: [raw]}}\nschema: {{registry: {{file: s.yaml}}}}\n"
+            );
+            Config::from_yaml(&yaml, std::path::Path::new("t.yaml"), |_| None).unwrap()
+        };
+        let cc = consumer_config(&parse(""));
+        assert_eq!(
+            cc.get("queued.max.messages.kbytes"),
+            Some(PREFETCH_QUEUE_KIB)
+        );
+        assert_eq!(cc.get("fetch.queue.backoff.ms"), Some("10"));
+        let cc = consumer_config(&parse("queued.max.messages.kbytes: 65536"));
+        assert_eq!(cc.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+    }
 
     #[test]
     fn offsets_prove_writes_unless_acks_is_zero() {
