@@ -344,7 +344,7 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
 
 /// The consumer's default prefetch queue, in KiB
 /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536).
-pub const PREFETCH_QUEUE_KIB: &str = "4096";
+pub const PREFETCH_QUEUE_KIB: &str = "8192";
 
 /// The consumer settings the router uses: defaults, then the config's
 /// common and consumer properties, then the two at-least-once depends on.
@@ -363,11 +363,13 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "10")
         // librdkafka prefetches up to 64 MiB by default: far more than the
         // CPU's caches, so a loop that is the bottleneck reads each record
-        // from memory long after the fetcher wrote it. 4 MiB keeps it in
-        // cache: at 256 B the router went 518k -> 594k records/s (medians
-        // of five alternated invocations), and 60 MiB less resident
-        // (BENCHMARKS.md, "the prefetch queue"). Raise it for a broker
-        // many milliseconds away: it must hold a fetch round trip of data.
+        // from memory long after the fetcher wrote it. 8 MiB: at 256 B the
+        // router went 518k -> 593k records/s (medians of alternated
+        // invocations) with ~55 MiB less resident; 4 MiB did as well on
+        // the mock broker but cost a slow real one (tansu) a fifth of its
+        // throughput (BENCHMARKS.md, "the prefetch queue"). The queue must
+        // hold a fetch response and a fetch round trip of data: raise it
+        // for a broker many milliseconds away.
         .set("queued.max.messages.kbytes", PREFETCH_QUEUE_KIB);
     for (k, v) in cfg.client_properties(&cfg.kafka.consumer) {
         cc.set(k, v);
