@@ -344,7 +344,7 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
 
 /// The consumer's default prefetch queue, in KiB
 /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536).
-pub const PREFETCH_QUEUE_KIB: &str = "8192";
+const PREFETCH_QUEUE_KIB: &str = "8192";
 
 /// The consumer settings the router uses: defaults, then the config's
 /// common and consumer properties, then the two at-least-once depends on.
