@@ -75,19 +75,11 @@ fn one_call_serves_the_reports_of_every_produce_request() {
     }
     std::thread::sleep(Duration::from_millis(500));
 
-    let served = serve_deliveries(
-        &producer,
-        |c: &Counting| c.reports.load(Ordering::Relaxed),
-        |_| (),
-    );
+    let served = serve_deliveries(&producer, |c: &Counting| c.reports.load(Ordering::Relaxed));
     assert_eq!(served, TOPICS as u64, "one call serves every queued report");
     assert_eq!(producer.context().ok.load(Ordering::Relaxed), TOPICS as u64);
     assert_eq!(
-        serve_deliveries(
-            &producer,
-            |c: &Counting| c.reports.load(Ordering::Relaxed),
-            |_| ()
-        ),
+        serve_deliveries(&producer, |c: &Counting| c.reports.load(Ordering::Relaxed)),
         0,
         "nothing left, no waiting"
     );

@@ -166,11 +166,9 @@ pub fn run(
             }
         }
         // As the router does: serve every delivery report that is ready.
-        serve_deliveries(
-            producer.producer(),
-            |a: &Acks| a.ok.load(Relaxed) + a.failed.load(Relaxed),
-            |_| (),
-        );
+        serve_deliveries(producer.producer(), |a: &Acks| {
+            a.ok.load(Relaxed) + a.failed.load(Relaxed)
+        });
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     producer.producer().flush(Duration::from_secs(5))?;

@@ -91,7 +91,7 @@ impl Changelog {
         self.write(producer, only);
         let in_flight = &producer.context().shared.changelog_in_flight;
         while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            producer.poll(Duration::from_millis(10));
+            ProducerCtx::poll(producer, Duration::from_millis(10));
         }
     }
 

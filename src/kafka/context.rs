@@ -102,46 +102,6 @@ pub struct ProducerCtx {
     pub shared: Arc<Shared>,
     /// Delivery reports served so far (successes and failures).
     pub reports: AtomicU64,
-    /// The clock settled records' ages are read from.
-    clock: EventClock,
-}
-
-/// One clock reading for all the delivery reports of the event being
-/// served (one produce request's), instead of one reading per report.
-struct EventClock {
-    since: Instant,
-    /// Nanoseconds after `since` plus one; 0 outside [`ProducerCtx::serve`].
-    at: AtomicU64,
-}
-
-impl EventClock {
-    fn new() -> Self {
-        EventClock {
-            since: Instant::now(),
-            at: AtomicU64::new(0),
-        }
-    }
-
-    /// Reads the clock for the event about to be served.
-    fn stamp(&self) {
-        let ns = self.since.elapsed().as_nanos() as u64;
-        self.at.store(ns.saturating_add(1), Ordering::Relaxed);
-    }
-
-    /// Back to a fresh reading per call.
-    fn clear(&self) {
-        self.at.store(0, Ordering::Relaxed);
-    }
-
-    /// The stamped reading, or a fresh one when none is stamped (a flush,
-    /// a wait for room in a full queue).
-    #[inline]
-    fn now(&self) -> Instant {
-        match self.at.load(Ordering::Relaxed) {
-            0 => Instant::now(),
-            ns => self.since + Duration::from_nanos(ns - 1),
-        }
-    }
 }
 
 impl ProducerCtx {
@@ -150,7 +110,6 @@ impl ProducerCtx {
         ProducerCtx {
             shared,
             reports: AtomicU64::new(0),
-            clock: EventClock::new(),
         }
     }
 
@@ -159,13 +118,41 @@ impl ProducerCtx {
         self.reports.load(Ordering::Relaxed)
     }
 
-    /// Serves the delivery reports librdkafka has queued, like
-    /// [`serve_deliveries`], reading the clock once per event for the
-    /// settled records' ages.
+    /// Serves the delivery reports librdkafka has queued
+    /// ([`serve_deliveries`]) and settles what they acknowledged
+    /// ([`ProducerCtx::settle_acked`]).
     pub fn serve(producer: &BaseProducer<ProducerCtx>) -> u64 {
-        let served = serve_deliveries(producer, ProducerCtx::reports, |ctx| ctx.clock.stamp());
-        producer.context().clock.clear();
+        let served = serve_deliveries(producer, ProducerCtx::reports);
+        producer.context().settle_acked();
         served
+    }
+
+    /// `producer.poll(timeout)`, then [`ProducerCtx::settle_acked`]: how
+    /// the router waits on its producer (for room in its queue, for
+    /// deliveries before a revoke or a shutdown).
+    pub fn poll(producer: &BaseProducer<ProducerCtx>, timeout: Duration) {
+        producer.poll(timeout);
+        producer.context().settle_acked();
+    }
+
+    /// Settles the records the delivery reports served so far
+    /// acknowledged (`RouterState::settle_acked`), with one clock reading
+    /// for their ages: the reports of one serving arrived within a loop
+    /// turn.
+    pub fn settle_acked(&self) {
+        let mut state = self.shared.lock();
+        if !state.has_acked() {
+            return;
+        }
+        let now = Instant::now();
+        // Producer-controlled event times: i64::MIN must not overflow here
+        // (a panic inside a librdkafka callback aborts the process).
+        let unix_now = self.shared.wall_clock.unix_ms_at(now);
+        let stats = &self.shared.stats;
+        state.settle_acked(|s| {
+            let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
+            stats.settled(Some(now.saturating_duration_since(s.arrived)), event_age);
+        });
     }
 }
 
@@ -175,7 +162,7 @@ const MAX_EVENTS_PER_SERVE: usize = 4096;
 
 /// Serves the delivery reports librdkafka has queued, without waiting;
 /// returns how many were served. `reports` reads the context's running
-/// count of served reports; `before_each` runs before each event is taken.
+/// count of served reports.
 ///
 /// `BaseProducer::poll` with a zero timeout serves one event, the reports of
 /// one produce request. Called once per loop iteration it would cap
@@ -185,13 +172,11 @@ const MAX_EVENTS_PER_SERVE: usize = 4096;
 pub fn serve_deliveries<C: ProducerContext>(
     producer: &BaseProducer<C>,
     reports: impl Fn(&C) -> u64,
-    before_each: impl Fn(&C),
 ) -> u64 {
     let count = || reports(producer.context());
     let start = count();
     let mut last = start;
     for _ in 0..MAX_EVENTS_PER_SERVE {
-        before_each(producer.context());
         producer.poll(Duration::ZERO);
         let now = count();
         if now == last {
@@ -233,23 +218,11 @@ impl ProducerContext for ProducerCtx {
                 self.shared.ack_without_offset(FailedWrite::of(opaque, m))
             }
             Ok(m) => {
+                // Settled after the serving, in one pass (`settle_acked`).
                 let topic = m.topic();
-                let settled = {
-                    let mut state = self.shared.lock();
-                    state.published.count(topic, &self.shared.stats);
-                    state.acknowledged(opaque, topic)
-                };
-                if let Some(s) = settled {
-                    // One clock read serves both ages. Producer-controlled:
-                    // i64::MIN must not overflow here (a panic inside a
-                    // librdkafka callback aborts the process).
-                    let now = self.clock.now();
-                    let unix_now = self.shared.wall_clock.unix_ms_at(now);
-                    let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
-                    self.shared
-                        .stats
-                        .settled(Some(now.saturating_duration_since(s.arrived)), event_age);
-                }
+                let mut state = self.shared.lock();
+                state.published.count(topic, &self.shared.stats);
+                state.acknowledged(opaque, topic);
             }
             Err((e, m)) => self.shared.write_failed(FailedWrite::of(opaque, m), e),
         }
@@ -473,8 +446,9 @@ impl ConsumerCtx {
                 .sum::<usize>()
         };
         if let Some(producer) = self.producer.get() {
+            producer.context().settle_acked();
             while in_flight() > 0 && Instant::now() < deadline {
-                producer.poll(Duration::from_millis(10));
+                ProducerCtx::poll(producer, Duration::from_millis(10));
             }
         }
         let left = in_flight();
@@ -515,25 +489,5 @@ impl ConsumerCtx {
         }
         self.shared.stats.revoked(started.elapsed());
         tracing::info!(partitions = tpl.count(), took = ?started.elapsed(), "partitions revoked");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stamped_event_clock_answers_its_reading_until_cleared() {
-        let clock = EventClock::new();
-        let before = Instant::now();
-        assert!(clock.now() >= before, "unstamped: a fresh reading");
-        clock.stamp();
-        let after = Instant::now();
-        let stamped = clock.now();
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(clock.now(), stamped, "stamped: no new reading");
-        assert!(before <= stamped && stamped <= after);
-        clock.clear();
-        assert!(clock.now() >= stamped + Duration::from_millis(2));
     }
 }

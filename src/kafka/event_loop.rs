@@ -370,7 +370,7 @@ impl<'c> Loop<'c, '_> {
                 {
                     rec = r;
                     let step = Duration::from_millis(5).min(self.queue_wait_left.get());
-                    self.producer().poll(step);
+                    ProducerCtx::poll(self.producer(), step);
                     self.queue_wait_left
                         .set(self.queue_wait_left.get().saturating_sub(step));
                 }
@@ -566,7 +566,7 @@ impl<'c> Loop<'c, '_> {
                 );
                 break;
             }
-            self.producer().poll(Duration::from_millis(10));
+            ProducerCtx::poll(self.producer(), Duration::from_millis(10));
             if !fatal {
                 self.queue_wait_left.set(QUEUE_FULL_WAIT);
                 self.resend_due();
@@ -581,5 +581,6 @@ impl<'c> Loop<'c, '_> {
             tracing::debug!(error = %e, "final commit");
         }
         let _ = self.producer().flush(Duration::from_secs(1));
+        self.producer().context().settle_acked();
     }
 }

@@ -48,7 +48,15 @@ pub struct RouterState {
     pub changelog: bool,
     /// Acknowledgements not yet added to the per-topic counters.
     pub published: PublishedTally,
+    /// Acknowledged writes not yet applied to their ledgers, in report
+    /// order ([`RouterState::settle_acked`]).
+    acked: Vec<usize>,
 }
+
+/// How many acknowledgements ahead [`RouterState::settle_acked`] loads a
+/// ledger slot: enough to cover a miss to memory while the ones before it
+/// settle.
+const ACK_LOOKAHEAD: usize = 8;
 
 /// Acknowledgements counted under the state's lock, added to the per-topic
 /// counters ([`Stats::published`]) when the topic changes, once per loop
@@ -201,18 +209,46 @@ impl RouterState {
         p.settle(seq, changelog)
     }
 
-    /// One write was acknowledged: [`RouterState::write_done`], its failed
-    /// attempts forgotten, and [`RouterState::settle`], with one lookup of
-    /// the assignment (this runs for every delivered write).
+    /// One write was acknowledged: its failed attempts are forgotten now;
+    /// its [`RouterState::write_done`] and [`RouterState::settle`] wait for
+    /// [`RouterState::settle_acked`] (this runs for every delivered write).
     #[inline]
-    pub fn acknowledged(&mut self, opaque: usize, topic: &str) -> Option<Settled> {
+    pub fn acknowledged(&mut self, opaque: usize, topic: &str) {
         if !self.attempts.is_empty() {
             self.attempts.remove(&(opaque, topic.to_owned()));
         }
+        self.acked.push(opaque);
+    }
+
+    /// Whether acknowledgements wait for [`RouterState::settle_acked`].
+    pub fn has_acked(&self) -> bool {
+        !self.acked.is_empty()
+    }
+
+    /// Applies the acknowledgements [`RouterState::acknowledged`] queued, in
+    /// their order, each as [`RouterState::write_done`] and
+    /// [`RouterState::settle`]; `settled` gets each record whose last
+    /// output it was. A report arrives milliseconds after its record was
+    /// read, when the record's ledger slot has left the core's caches: the
+    /// slot of the report [`ACK_LOOKAHEAD`] places on is loaded meanwhile.
+    pub fn settle_acked(&mut self, mut settled: impl FnMut(Settled)) {
+        let acked = std::mem::take(&mut self.acked);
         let changelog = self.changelog;
-        let (p, seq) = self.live_mut(opaque)?;
-        p.outstanding = p.outstanding.saturating_sub(1);
-        p.settle(seq, changelog)
+        for (i, &opaque) in acked.iter().enumerate() {
+            if let Some(&ahead) = acked.get(i + ACK_LOOKAHEAD) {
+                if let Some((p, seq)) = self.live(ahead) {
+                    p.ledger.prefetch(seq);
+                }
+            }
+            if let Some((p, seq)) = self.live_mut(opaque) {
+                p.outstanding = p.outstanding.saturating_sub(1);
+                if let Some(s) = p.settle(seq, changelog) {
+                    settled(s);
+                }
+            }
+        }
+        self.acked = acked;
+        self.acked.clear(); // keeps its capacity for the next batch
     }
 
     /// The live assignment a delivery opaque belongs to, with the record's
@@ -370,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledgement_is_write_done_and_settle_in_one() {
+    fn acknowledgements_settle_in_one_pass_as_write_done_and_settle() {
         let mut s = RouterState {
             changelog: true,
             ..Default::default()
@@ -384,24 +420,57 @@ mod tests {
         p.outstanding = 2;
         let opaque = encode_opaque(slot, epoch, seq);
         assert_eq!(s.failed_attempt(opaque, "out-a"), 1);
-        assert!(
-            s.acknowledged(opaque, "out-a").is_none(),
-            "one of two outputs"
-        );
+        s.acknowledged(opaque, "out-a");
         assert_eq!(
             s.failed_attempt(opaque, "out-a"),
             1,
-            "delivered forgot the failure"
+            "delivered forgot the failure at once"
         );
-        let settled = s
-            .acknowledged(opaque, "out-b")
-            .expect("the last output settles");
-        assert_eq!(settled.fingerprint, Some(42));
+        assert_eq!(s.get(slot).unwrap().outstanding, 2, "not applied yet");
+        let mut settled = Vec::new();
+        s.settle_acked(|r| settled.push(r));
+        assert!(settled.is_empty(), "one of two outputs");
+        assert_eq!(s.get(slot).unwrap().outstanding, 1);
+        s.acknowledged(opaque, "out-b");
+        s.settle_acked(|r| settled.push(r));
+        assert_eq!(settled.len(), 1, "the last output settles");
+        assert_eq!(settled[0].fingerprint, Some(42));
+        assert!(!s.has_acked(), "applied once");
         let p = s.get_mut(slot).unwrap();
         assert_eq!((p.outstanding, p.ledger.take_committable()), (0, Some(8)));
         assert_eq!(p.unlogged, vec![42], "kept for the changelog");
+        s.acknowledged(opaque, "out-b");
         s.revoke(slot);
-        assert!(s.acknowledged(opaque, "out-b").is_none(), "stale");
+        s.settle_acked(|r| settled.push(r));
+        assert_eq!(settled.len(), 1, "stale: nothing settles");
+    }
+
+    #[test]
+    fn a_pass_longer_than_its_lookahead_settles_every_record_in_order() {
+        // Reports of two partitions interleaved, more than ACK_LOOKAHEAD of
+        // them, with fan-out: each record settles on its last output.
+        let mut s = RouterState::default();
+        let (a, b) = (s.assign("raw", 0), s.assign("raw", 1));
+        let mut opaques = Vec::new();
+        for (slot, offset) in (0..20).map(|i| (if i % 2 == 0 { a } else { b }, i)) {
+            let p = s.get_mut(slot).unwrap();
+            let seq = p.ledger.push(offset, 2, Instant::now(), Some(offset));
+            p.outstanding += 2;
+            opaques.push(encode_opaque(slot, p.epoch, seq));
+        }
+        for &o in opaques.iter().chain(&opaques) {
+            s.acknowledged(o, "out");
+        }
+        let mut settled = Vec::new();
+        s.settle_acked(|r| settled.push(r.event_time_ms.unwrap()));
+        assert_eq!(settled, (0..20).collect::<Vec<_>>());
+        for slot in [a, b] {
+            let p = s.get_mut(slot).unwrap();
+            assert_eq!(p.outstanding, 0);
+            assert_eq!(p.ledger.in_flight(), 0);
+        }
+        assert_eq!(s.get_mut(a).unwrap().ledger.take_committable(), Some(19));
+        assert_eq!(s.get_mut(b).unwrap().ledger.take_committable(), Some(20));
     }
 
     #[test]

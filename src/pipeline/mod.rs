@@ -74,7 +74,7 @@ pub struct Pipeline {
 
 /// Hints the CPU to load the cache line holding `at`; nothing else changes.
 #[inline(always)]
-fn prefetch_line<T>(at: &T) {
+pub(crate) fn prefetch_line<T>(at: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
