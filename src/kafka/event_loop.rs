@@ -88,6 +88,8 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) exit_after: Arc<super::run::ExitAfter>,
     /// Records read this turn, added to the stats at its end.
     pub(super) records_read: u64,
+    /// Records rejected this turn, added to the stats at its end.
+    pub(super) rejections: crate::stats::RejectionTally,
 }
 
 impl<'c> Loop<'c, '_> {
@@ -162,6 +164,7 @@ impl<'c> Loop<'c, '_> {
                 self.shared.stats.records_read(self.records_read, mark);
                 self.records_read = 0;
             }
+            self.flush_counts();
             ProducerCtx::serve(self.producer());
             self.shared.lock().published.flush(&self.shared.stats);
             let served = Instant::now();
@@ -195,7 +198,15 @@ impl<'c> Loop<'c, '_> {
                 profile.turn(&t, records, idle, queue_full);
             }
         }
+        self.flush_counts();
         self.shared.stats.loop_profile(self.shared.worker, &profile);
+    }
+
+    /// Adds the counts kept during a turn (rejections, schema-cache hits)
+    /// to the shared counters.
+    fn flush_counts(&mut self) {
+        self.rejections.flush(&self.shared.stats);
+        self.pipeline.flush_counts(&*self.cache);
     }
 
     /// Swaps in the pipeline of a reloaded config, between two records.
@@ -212,6 +223,7 @@ impl<'c> Loop<'c, '_> {
         // names (the file registry) changed in between.
         match compile(&cfg, std::path::Path::new("config")) {
             Ok(pc) => {
+                self.pipeline.flush_counts(&*self.cache);
                 self.pipeline = Pipeline::new(pc);
                 tracing::debug!(worker = self.shared.worker, generation, "routes reloaded");
             }
@@ -269,15 +281,14 @@ impl<'c> Loop<'c, '_> {
             Verdict::Drop { reason, rule } => {
                 p.ledger.push(m.offset(), 0, arrived, None);
                 drop(state);
-                self.shared.stats.rejected(reason, rule.as_deref());
-                self.shared.stats.settled(None, None);
+                self.rejections.count(reason, rule.as_ref(), true);
                 Ok(())
             }
             Verdict::DeadLetter { reason, detail } => {
                 let seq = p.ledger.push(m.offset(), 1, arrived, None);
                 p.outstanding += 1;
                 drop(state);
-                self.shared.stats.rejected(reason, None);
+                self.rejections.count(reason, None, false);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
                 let headers = dead_letter_headers(m, reason, &detail);
                 let opaque = encode_opaque(slot, epoch, seq);

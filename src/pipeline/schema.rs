@@ -27,9 +27,9 @@ pub trait SchemaLookup {
     /// What is known about `id`.
     fn lookup(&self, id: u32) -> SchemaState;
 
-    /// Counts a hit the caller answered from its own memo of known ids
+    /// Counts `n` hits the caller answered from its own memo of known ids
     /// (so the cache's hit metric still sees every record).
-    fn memo_hit(&self) {}
+    fn memo_hits(&self, _n: u64) {}
 
     /// In `subject` mode an id's subject list can grow (the same schema
     /// registered under another subject keeps its id). Before a mismatch

@@ -182,8 +182,8 @@ impl SchemaLookup for SchemaCache {
         state
     }
 
-    fn memo_hit(&self) {
-        self.hits.increment(1);
+    fn memo_hits(&self, n: u64) {
+        self.hits.increment(n);
     }
 
     fn refresh(&self, id: u32) -> bool {
