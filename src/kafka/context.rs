@@ -137,10 +137,11 @@ impl ProducerCtx {
 
     /// Settles the records the delivery reports served so far
     /// acknowledged (`RouterState::settle_acked`), with one clock reading
-    /// for their ages: the reports of one serving arrived within a loop
-    /// turn.
+    /// for their ages (the reports of one serving arrived within a loop
+    /// turn), and adds their per-topic counts to the stats.
     pub fn settle_acked(&self) {
         let mut state = self.shared.lock();
+        state.published.flush(&self.shared.stats);
         if !state.has_acked() {
             return;
         }
@@ -219,9 +220,10 @@ impl ProducerContext for ProducerCtx {
             }
             Ok(m) => {
                 // Settled after the serving, in one pass (`settle_acked`).
-                let topic = m.topic();
+                let topic = || m.topic();
                 let mut state = self.shared.lock();
-                state.published.count(topic, &self.shared.stats);
+                let source = m.topic_ptr() as usize;
+                state.published.count(source, topic, &self.shared.stats);
                 state.acknowledged(opaque, topic);
             }
             Err((e, m)) => self.shared.write_failed(FailedWrite::of(opaque, m), e),

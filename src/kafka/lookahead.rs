@@ -27,6 +27,18 @@ pub(super) struct Held<'c> {
 pub(super) struct Lookahead<'c> {
     oldest: Option<Held<'c>>,
     newer: Option<Held<'c>>,
+    /// The assignment of the last record's partition.
+    last: Option<LastKey>,
+}
+
+/// A partition's assignment as of an assignment generation, by the
+/// address of the librdkafka topic its records carry (one per topic for
+/// the consumer's life): found without reading and comparing the name.
+struct LastKey {
+    rkt: usize,
+    partition: i32,
+    generation: u64,
+    key: Option<(usize, u16)>,
 }
 
 impl<'c> Lookahead<'c> {
@@ -38,10 +50,30 @@ impl<'c> Lookahead<'c> {
         if let Some(newer) = &self.newer {
             prefetch_dedup(state, newer);
         }
-        let key = state.key_of(m.topic(), m.partition());
+        let key = self.key_of(state, &m);
         let due = self.oldest.take();
         self.oldest = self.newer.replace(Held { m, key });
         due
+    }
+
+    /// `(slot, epoch)` of `m`'s partition ([`RouterState::key_of`]).
+    #[inline]
+    fn key_of(&mut self, state: &RouterState, m: &BorrowedMessage<'c>) -> Option<(usize, u16)> {
+        let (rkt, partition) = (m.topic_ptr() as usize, m.partition());
+        let generation = state.assignment_generation();
+        match &self.last {
+            Some(l) if (l.rkt, l.partition, l.generation) == (rkt, partition, generation) => l.key,
+            _ => {
+                let key = state.key_of(m.topic(), partition);
+                self.last = Some(LastKey {
+                    rkt,
+                    partition,
+                    generation,
+                    key,
+                });
+                key
+            }
+        }
     }
 
     /// The records still held, oldest first (at the end of a loop turn).

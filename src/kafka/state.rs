@@ -36,6 +36,8 @@ pub struct PartitionState {
 pub struct RouterState {
     slots: Vec<Option<PartitionState>>,
     next_epoch: u16,
+    /// Moves on every assign and revoke ([`RouterState::assignment_generation`]).
+    generation: u64,
     /// Failed writes waiting to be sent again.
     pub retries: RetryQueue,
     /// Failed sends so far per (delivery opaque, output topic); kept apart
@@ -59,25 +61,33 @@ pub struct RouterState {
 const ACK_LOOKAHEAD: usize = 8;
 
 /// Acknowledgements counted under the state's lock, added to the per-topic
-/// counters ([`Stats::published`]) when the topic changes, once per loop
-/// turn, and when the loop's worker ends (after the consumer's last
-/// revoke). One delivery report event holds one partition's batch, so
-/// consecutive reports name the same topic: this saves a map lookup and
-/// four atomic operations per record.
+/// counters ([`Stats::published`]) when the topic changes, after every
+/// poll of the producer (`ProducerCtx::settle_acked`), and when the loop's
+/// worker ends (after the consumer's last revoke). One delivery report
+/// event holds one partition's batch, so consecutive reports name the same
+/// topic: this saves a map lookup and four atomic operations per record.
+/// Reports are told apart by the address of their librdkafka topic, not by
+/// name (reading and comparing the name cost ~25 ns per record): within
+/// one poll no topic is created, so an address names one topic until the
+/// flush that ends the poll.
 #[derive(Default)]
 pub struct PublishedTally {
     topic: String,
+    /// The address of the librdkafka topic counted under `topic`.
+    source: usize,
     n: u64,
 }
 
 impl PublishedTally {
-    /// One record acknowledged by `topic`.
+    /// One record acknowledged by the topic at address `source`, named
+    /// `name` (asked only when the topic changes).
     #[inline]
-    pub fn count(&mut self, topic: &str, stats: &Stats) {
-        if self.topic != topic {
+    pub fn count<'t>(&mut self, source: usize, name: impl FnOnce() -> &'t str, stats: &Stats) {
+        if self.source != source || self.n == 0 {
             self.flush(stats);
             self.topic.clear();
-            self.topic.push_str(topic);
+            self.topic.push_str(name());
+            self.source = source;
         }
         self.n += 1;
     }
@@ -109,6 +119,7 @@ impl RouterState {
             return i;
         }
         self.next_epoch = self.next_epoch.wrapping_add(1);
+        self.generation += 1;
         let state = PartitionState {
             topic: topic.into(),
             partition,
@@ -141,6 +152,7 @@ impl RouterState {
     /// forgets its pending retries: the next owner reads those records again.
     pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
         let state = self.slots.get_mut(slot)?.take()?;
+        self.generation += 1;
         if let Some(slots) = usize::try_from(state.partition)
             .ok()
             .and_then(|p| self.by_partition.get_mut(p))
@@ -171,6 +183,14 @@ impl RouterState {
     pub fn key_of(&self, topic: &str, partition: i32) -> Option<(usize, u16)> {
         let slot = self.find(topic, partition)?;
         Some((slot, self.get(slot)?.epoch))
+    }
+
+    /// Changes whenever a partition is assigned or revoked: a key
+    /// ([`RouterState::key_of`]) remembered with it holds while it is
+    /// unchanged.
+    #[inline]
+    pub fn assignment_generation(&self) -> u64 {
+        self.generation
     }
 
     /// The state in a slot.
@@ -209,13 +229,14 @@ impl RouterState {
         p.settle(seq, changelog)
     }
 
-    /// One write was acknowledged: its failed attempts are forgotten now;
+    /// One write to `topic` (asked only when failed sends are remembered)
+    /// was acknowledged: its failed attempts are forgotten now;
     /// its [`RouterState::write_done`] and [`RouterState::settle`] wait for
     /// [`RouterState::settle_acked`] (this runs for every delivered write).
     #[inline]
-    pub fn acknowledged(&mut self, opaque: usize, topic: &str) {
+    pub fn acknowledged<'t>(&mut self, opaque: usize, topic: impl FnOnce() -> &'t str) {
         if !self.attempts.is_empty() {
-            self.attempts.remove(&(opaque, topic.to_owned()));
+            self.attempts.remove(&(opaque, topic().to_owned()));
         }
         self.acked.push(opaque);
     }
@@ -356,6 +377,27 @@ mod tests {
     }
 
     #[test]
+    fn the_assignment_generation_moves_on_every_assign_and_revoke() {
+        let mut s = RouterState::default();
+        let g0 = s.assignment_generation();
+        let a = s.assign("raw", 0);
+        let g1 = s.assignment_generation();
+        assert_ne!(g0, g1);
+        assert_eq!(s.assign("raw", 0), a, "already assigned: nothing moves");
+        assert_eq!(s.assignment_generation(), g1);
+        s.revoke(a);
+        let g2 = s.assignment_generation();
+        assert!(g2 != g1 && g2 != g0);
+        assert!(s.revoke(a).is_none());
+        assert_eq!(s.assignment_generation(), g2, "nothing revoked");
+        s.assign("raw", 0);
+        assert!(
+            ![g0, g1, g2].contains(&s.assignment_generation()),
+            "reassigned"
+        );
+    }
+
+    #[test]
     fn opaque_round_trips_and_widens_across_wraparound() {
         let o = encode_opaque(3, 7, (1u64 << 32) + 5);
         assert_eq!(decode_opaque(o), (3, 7, 5));
@@ -372,7 +414,7 @@ mod tests {
         assert_eq!(s.failed_attempt(o, "a"), 1);
         assert_eq!(s.failed_attempt(o, "a"), 2, "counts survive the resend");
         assert_eq!(s.failed_attempt(o, "b"), 1, "per output topic (fan-out)");
-        s.acknowledged(o, "a");
+        s.acknowledged(o, || "a");
         assert_eq!(s.failed_attempt(o, "a"), 1, "forgotten once delivered");
         s.revoke(slot);
         assert!(s.attempts.is_empty(), "forgotten on revoke");
@@ -420,7 +462,7 @@ mod tests {
         p.outstanding = 2;
         let opaque = encode_opaque(slot, epoch, seq);
         assert_eq!(s.failed_attempt(opaque, "out-a"), 1);
-        s.acknowledged(opaque, "out-a");
+        s.acknowledged(opaque, || "out-a");
         assert_eq!(
             s.failed_attempt(opaque, "out-a"),
             1,
@@ -431,7 +473,7 @@ mod tests {
         s.settle_acked(|r| settled.push(r));
         assert!(settled.is_empty(), "one of two outputs");
         assert_eq!(s.get(slot).unwrap().outstanding, 1);
-        s.acknowledged(opaque, "out-b");
+        s.acknowledged(opaque, || "out-b");
         s.settle_acked(|r| settled.push(r));
         assert_eq!(settled.len(), 1, "the last output settles");
         assert_eq!(settled[0].fingerprint, Some(42));
@@ -439,7 +481,7 @@ mod tests {
         let p = s.get_mut(slot).unwrap();
         assert_eq!((p.outstanding, p.ledger.take_committable()), (0, Some(8)));
         assert_eq!(p.unlogged, vec![42], "kept for the changelog");
-        s.acknowledged(opaque, "out-b");
+        s.acknowledged(opaque, || "out-b");
         s.revoke(slot);
         s.settle_acked(|r| settled.push(r));
         assert_eq!(settled.len(), 1, "stale: nothing settles");
@@ -459,7 +501,7 @@ mod tests {
             opaques.push(encode_opaque(slot, p.epoch, seq));
         }
         for &o in opaques.iter().chain(&opaques) {
-            s.acknowledged(o, "out");
+            s.acknowledged(o, || "out");
         }
         let mut settled = Vec::new();
         s.settle_acked(|r| settled.push(r.event_time_ms.unwrap()));
@@ -477,9 +519,19 @@ mod tests {
     fn the_published_tally_adds_each_topic_run_once() {
         let stats = Stats::default();
         let mut tally = PublishedTally::default();
-        for topic in ["a", "a", "a", "b", "b", "a"] {
-            tally.count(topic, &stats);
+        let mut names_read = 0;
+        // Topics by address (1: "a", 2: "b"); the name is read per run.
+        for (source, topic) in [(1, "a"), (1, "a"), (1, "a"), (2, "b"), (2, "b"), (1, "a")] {
+            tally.count(
+                source,
+                || {
+                    names_read += 1;
+                    topic
+                },
+                &stats,
+            );
         }
+        assert_eq!(names_read, 3, "once per run of one topic");
         // The run in progress is not added until the flush.
         assert_eq!(
             stats.published_by_topic(),
@@ -490,6 +542,13 @@ mod tests {
         assert_eq!(
             stats.published_by_topic(),
             [("a".into(), 4), ("b".into(), 2)]
+        );
+        // After a flush an address may name another topic: read again.
+        tally.count(1, || "c", &stats);
+        tally.flush(&stats);
+        assert_eq!(
+            stats.published_by_topic(),
+            [("a".into(), 4), ("b".into(), 2), ("c".into(), 1)]
         );
     }
 }
