@@ -146,8 +146,7 @@ impl ProducerCtx {
             return;
         }
         let now = Instant::now();
-        // Producer-controlled event times: i64::MIN must not overflow here
-        // (a panic inside a librdkafka callback aborts the process).
+        // Event times come from producers: i64::MIN must not overflow.
         let unix_now = self.shared.wall_clock.unix_ms_at(now);
         let stats = &self.shared.stats;
         state.settle_acked(|s| {

@@ -165,8 +165,7 @@ impl<'c> Loop<'c, '_> {
                 self.records_read = 0;
             }
             self.flush_counts();
-            ProducerCtx::serve(self.producer());
-            self.shared.lock().published.flush(&self.shared.stats);
+            ProducerCtx::serve(self.producer()); // settles and counts too
             let served = Instant::now();
             t.deliveries = served - now;
             if self.exit_after.check(self.shared.stats.records_settled()) {
