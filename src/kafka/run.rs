@@ -234,11 +234,11 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         // about to exit and the broker expires the member.
         std::mem::forget(consumer);
     } else {
-        drop(consumer); // leaves the group (revoke callback commits once more)
+        // Leaves the group: the revoke callback settles what it serves
+        // (`ProducerCtx::poll`, which adds the per-topic counts too) and
+        // commits once more.
+        drop(consumer);
     }
-    // The revoke above can still serve delivery reports: add their counts
-    // now that no more can arrive for this loop.
-    shared.lock().published.flush(&shared.stats);
     Ok(())
 }
 
