@@ -2,6 +2,7 @@
 //! `/health` (the process is up and no client hit a fatal error) and
 //! `/ready` (the router is consuming).
 
+use crate::stats::{Stats, LATENCY_BOUNDS};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -18,15 +19,14 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Installs the Prometheus recorder for the `metrics` macros, and its
 /// upkeep on `runtime`. Call once, before any metric is touched.
 ///
-/// The recorder keeps every histogram sample (two per settled record) until
-/// they are folded into buckets, which `install_recorder` leaves to its
-/// caller: without the upkeep task a router nobody scraped kept two
-/// samples per settled record, without bound.
+/// The recorder keeps every histogram sample until they are folded into
+/// buckets, which `install_recorder` leaves to its caller: without the
+/// upkeep task its histograms would grow without bound in a router nobody
+/// scrapes. (The per-record latency histograms are not the recorder's:
+/// they count in place, `stats::Histogram`.)
 pub fn install_recorder(runtime: &tokio::runtime::Handle) -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])?
+        .set_buckets(&LATENCY_BOUNDS)?
         .install_recorder()?;
     let upkeep = handle.clone();
     runtime.spawn(async move {
@@ -42,16 +42,19 @@ pub fn install_recorder(runtime: &tokio::runtime::Handle) -> anyhow::Result<Prom
 #[derive(Clone)]
 struct AppState {
     metrics: PrometheusHandle,
+    stats: Arc<Stats>,
     ready: Arc<AtomicBool>,
     fatal: Arc<OnceLock<String>>,
 }
 
 /// Serves the endpoints on `listen` until the runtime stops; returns the
 /// bound address (useful with port 0). `/health` answers 503 with the
-/// cause once `fatal` is set.
+/// cause once `fatal` is set; `/metrics` writes `stats`' own histograms
+/// after the recorder's metrics.
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
+    stats: Arc<Stats>,
     ready: Arc<AtomicBool>,
     fatal: Arc<OnceLock<String>>,
 ) -> anyhow::Result<SocketAddr> {
@@ -61,6 +64,7 @@ pub async fn serve(
         .route("/ready", get(readiness))
         .with_state(AppState {
             metrics,
+            stats,
             ready,
             fatal,
         });
@@ -76,8 +80,14 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// The recorder's metrics, then the histograms `stats` counts itself.
 async fn render(State(s): State<AppState>) -> String {
-    s.metrics.render()
+    let mut out = s.metrics.render();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    s.stats.write_histograms(&mut out);
+    out
 }
 
 async fn health(State(s): State<AppState>) -> (StatusCode, String) {

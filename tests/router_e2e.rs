@@ -276,12 +276,14 @@ fn health_readiness_and_metrics_endpoints() {
     use std::io::{Read, Write};
     let rt = runtime();
     let handle = envelope_router::http::install_recorder(rt.handle()).unwrap();
+    let stats = Arc::new(envelope_router::stats::Stats::default());
     let ready = flag();
     let fatal = Arc::new(std::sync::OnceLock::new());
     let addr = rt
         .block_on(envelope_router::http::serve(
             "127.0.0.1:0".parse().unwrap(),
             handle,
+            stats.clone(),
             ready.clone(),
             fatal.clone(),
         ))
@@ -310,6 +312,20 @@ fn health_readiness_and_metrics_endpoints() {
     metrics::counter!("envelope_router_records_in_total").increment(3);
     let m = get("/metrics");
     assert!(m.contains("envelope_router_records_in_total 3"), "{m}");
+    assert!(
+        m.contains("envelope_router_end_to_end_seconds_count{from=\"arrival\"} 0\n"),
+        "{m}"
+    );
+    stats.settled(std::time::Duration::from_millis(3), Some(1_500));
+    let m = get("/metrics");
+    for series in [
+        "envelope_router_end_to_end_seconds_bucket{from=\"arrival\",le=\"0.002\"} 0\n",
+        "envelope_router_end_to_end_seconds_bucket{from=\"arrival\",le=\"0.005\"} 1\n",
+        "envelope_router_end_to_end_seconds_bucket{from=\"event_time\",le=\"2.5\"} 1\n",
+        "envelope_router_end_to_end_seconds_count{from=\"event_time\"} 1\n",
+    ] {
+        assert!(m.contains(series), "{series} in {m}");
+    }
 }
 
 #[test]

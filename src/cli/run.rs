@@ -52,6 +52,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let addr = runtime.block_on(http::serve(
         cfg.metrics.listen,
         metrics,
+        ctl.stats.clone(),
         ctl.ready.clone(),
         ctl.fatal.clone(),
     ))?;

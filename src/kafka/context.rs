@@ -11,7 +11,7 @@ use super::failed_write::FailedWrite;
 use super::state::RouterState;
 use super::throttle::LogThrottle;
 use crate::config::TopicCreation;
-use crate::stats::Stats;
+use crate::stats::{SettledTally, Stats};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -148,11 +148,12 @@ impl ProducerCtx {
         let now = Instant::now();
         // Event times come from producers: i64::MIN must not overflow.
         let unix_now = self.shared.wall_clock.unix_ms_at(now);
-        let stats = &self.shared.stats;
+        let mut tally = SettledTally::default();
         state.settle_acked(|s| {
             let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
-            stats.settled(Some(now.saturating_duration_since(s.arrived)), event_age);
+            tally.record(now.saturating_duration_since(s.arrived), event_age);
         });
+        self.shared.stats.add_settled(&mut tally);
     }
 }
 

@@ -154,7 +154,7 @@ impl Shared {
                 drop(state);
                 self.stats.dead_letter_unwritten();
                 if let Some(s) = settled {
-                    self.stats.settled(Some(s.arrived.elapsed()), None);
+                    self.stats.settled(s.arrived.elapsed(), None);
                 }
                 tracing::error!(error = %error, source.topic = source.topic, source.partition, source.offset, "dead letter refused even without its payload: the record is settled without a copy; it is still in the input at these coordinates");
             }

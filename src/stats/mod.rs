@@ -10,13 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod histogram;
+pub use histogram::{Histogram, HistogramTally, LATENCY_BOUNDS};
+
+/// The end-to-end latency histogram's name; its `from` label says from what.
+const END_TO_END: &str = "envelope_router_end_to_end_seconds";
+
 /// Metric handles registered on first use (after the recorder is installed),
 /// so the per-record path does not look metrics up by name.
 #[derive(Default)]
 struct Handles {
     records_in: OnceLock<metrics::Counter>,
-    latency_arrival: OnceLock<metrics::Histogram>,
-    latency_event: OnceLock<metrics::Histogram>,
     reasons: [OnceLock<metrics::Counter>; Reason::ALL.len()],
     /// Written changelog blocks, their ids and their bytes: one
     /// acknowledgement per block, each loop turn writes a block per input
@@ -86,10 +90,35 @@ impl RejectionTally {
     }
 }
 
+/// Records one settle pass settled, with their latencies, added to
+/// [`Stats`] at once ([`Stats::add_settled`]).
+#[derive(Default)]
+pub struct SettledTally {
+    records: u64,
+    arrival: HistogramTally,
+    event_time: HistogramTally,
+}
+
+impl SettledTally {
+    /// A record settled `latency` after it was read; its envelope's event
+    /// time was `event_age_ms` ago (negative: in the future, counted as 0).
+    #[inline]
+    pub fn record(&mut self, latency: Duration, event_age_ms: Option<i64>) {
+        self.records += 1;
+        self.arrival.record(latency.as_secs_f64());
+        if let Some(ms) = event_age_ms {
+            self.event_time.record(ms.max(0) as f64 / 1000.0);
+        }
+    }
+}
+
 /// Counters of one router instance.
 #[derive(Default)]
 pub struct Stats {
     handles: Handles,
+    /// End-to-end latency from a record's arrival, from its event time
+    /// (written to `/metrics` by [`Stats::write_histograms`]).
+    latency: [Histogram; 2],
     records_in: AtomicU64,
     first_in: OnceLock<Instant>,
     routed: AtomicU64,
@@ -265,25 +294,34 @@ impl Stats {
     }
 
     /// Every output of a record was acknowledged (or it was dropped).
-    #[inline]
-    pub fn settled(&self, latency: Option<Duration>, event_age_ms: Option<i64>) {
-        self.settled.fetch_add(1, Relaxed);
-        if let Some(l) = latency {
-            self.handles
-                .latency_arrival
-                .get_or_init(
-                    || histogram!("envelope_router_end_to_end_seconds", "from" => "arrival"),
-                )
-                .record(l.as_secs_f64());
-        }
-        if let Some(ms) = event_age_ms {
-            self.handles
-                .latency_event
-                .get_or_init(
-                    || histogram!("envelope_router_end_to_end_seconds", "from" => "event_time"),
-                )
-                .record(ms.max(0) as f64 / 1000.0);
-        }
+    pub fn settled(&self, latency: Duration, event_age_ms: Option<i64>) {
+        let mut tally = SettledTally::default();
+        tally.record(latency, event_age_ms);
+        self.add_settled(&mut tally);
+    }
+
+    /// Adds the records a settle pass counted, and empties `tally`.
+    pub fn add_settled(&self, tally: &mut SettledTally) {
+        self.settled
+            .fetch_add(std::mem::take(&mut tally.records), Relaxed);
+        self.latency[0].add(&mut tally.arrival);
+        self.latency[1].add(&mut tally.event_time);
+    }
+
+    /// Writes the histograms counted in place (end-to-end latency) in
+    /// Prometheus's text format, for `/metrics` after the recorder's own.
+    pub fn write_histograms(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP {END_TO_END} Time from a record's arrival (from=\"arrival\") or its envelope's event time (from=\"event_time\") until every output acknowledged it.");
+        let _ = writeln!(out, "# TYPE {END_TO_END} histogram");
+        self.latency[0].write(END_TO_END, "from=\"arrival\"", out);
+        self.latency[1].write(END_TO_END, "from=\"event_time\"", out);
+    }
+
+    /// Samples of the end-to-end latency histograms: from arrival, from
+    /// event time.
+    pub fn latency_samples(&self) -> (u64, u64) {
+        (self.latency[0].count(), self.latency[1].count())
     }
 
     /// A write failed (retried, dead-lettered or given up: `failed_write.rs`).
