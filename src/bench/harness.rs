@@ -173,6 +173,13 @@ impl Side {
     }
 }
 
+/// `side`'s throughput over `ceiling`'s in each round.
+fn round_ratios(side: &Side, ceiling: &Side) -> Spread {
+    Spread::of(
+        (side.runs.iter().zip(&ceiling.runs)).map(|(s, c)| s.msgs_per_s / c.msgs_per_s.max(1e-9)),
+    )
+}
+
 /// The harness's result (also written as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -206,6 +213,13 @@ pub struct BenchReport {
     pub ratio: f64,
     /// Median router throughput over median routing relay throughput.
     pub routing_ratio: f64,
+    /// The router's throughput over the bare relay's, round by round.
+    pub round_ratio: Spread,
+    /// The router's throughput over the routing relay's, round by round.
+    /// The sides of one round run back to back, so a slowdown of the host
+    /// that spans a round (this VM's usual noise) cancels out: the spread
+    /// of these is the router's own, the max/min of its throughput is not.
+    pub round_routing_ratio: Spread,
     /// Correctness problems (empty when every record is accounted for).
     pub mismatches: Vec<String>,
     /// CPUs of this machine.
@@ -389,6 +403,8 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         properties,
         ratio: router.msgs_per_s.median / relay.msgs_per_s.median.max(1e-9),
         routing_ratio: router.msgs_per_s.median / routing_relay.msgs_per_s.median.max(1e-9),
+        round_ratio: round_ratios(&router, &relay),
+        round_routing_ratio: round_ratios(&router, &routing_relay),
         relay,
         routing_relay,
         router,
@@ -675,6 +691,12 @@ impl BenchReport {
             self.router.cpu_s_per_million.median / self.relay.cpu_s_per_million.median.max(1e-9),
             self.router.msgs_per_s.spread(),
         )?;
+        let (b, r) = (&self.round_ratio, &self.round_routing_ratio);
+        writeln!(
+            out,
+            "round by round: router / bare relay {:.2} [{:.2} – {:.2}], router / routing relay {:.2} [{:.2} – {:.2}]; max/min {:.2}",
+            b.median, b.min, b.max, r.median, r.min, r.max, r.spread(),
+        )?;
         writeln!(
             out,
             "\nproducer (median run){:<3} {:>9} {:>10} {:>9} {:>11} {:>9} {:>9}",
@@ -740,7 +762,35 @@ impl BenchReport {
 
 #[cfg(test)]
 mod tests {
-    use super::Spread;
+    use super::{round_ratios, Run, Side, Spread};
+
+    fn side(rates: &[f64]) -> Side {
+        Side::of(
+            (rates.iter())
+                .map(|&msgs_per_s| Run {
+                    records: 1,
+                    msgs_per_s,
+                    mb_per_s: 0.0,
+                    cpu_s_per_million: 0.0,
+                    peak_rss_mib: 0.0,
+                    active_s: 0.0,
+                    cpu_s: 0.0,
+                    loop_profile: None,
+                    producer: None,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_slow_round_moves_every_side_but_not_the_round_ratios() {
+        // Round 2 ran 30% slower on every side (the host, not the router).
+        let (relay, router) = (side(&[1000.0, 700.0, 1000.0]), side(&[800.0, 560.0, 780.0]));
+        assert!(router.msgs_per_s.spread() > 1.4);
+        let r = round_ratios(&router, &relay);
+        assert_eq!((r.median, r.min, r.max), (0.8, 0.78, 0.8));
+        assert!(r.spread() < 1.03);
+    }
 
     #[test]
     fn spread_is_median_min_max() {
