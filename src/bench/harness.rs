@@ -217,8 +217,8 @@ pub struct BenchReport {
     pub round_ratio: Spread,
     /// The router's throughput over the routing relay's, round by round.
     /// The sides of one round run back to back, so a slowdown of the host
-    /// that spans a round (this VM's usual noise) cancels out: the spread
-    /// of these is the router's own, the max/min of its throughput is not.
+    /// that spans a whole round cancels out here and not in the max/min
+    /// of the router's throughput; noise shorter than a round does not.
     pub round_routing_ratio: Spread,
     /// Correctness problems (empty when every record is accounted for).
     pub mismatches: Vec<String>,
