@@ -28,6 +28,7 @@ pub fn install_recorder(runtime: &tokio::runtime::Handle) -> anyhow::Result<Prom
     let handle = PrometheusBuilder::new()
         .set_buckets(&LATENCY_BOUNDS)?
         .install_recorder()?;
+    crate::stats::describe_metrics();
     let upkeep = handle.clone();
     runtime.spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_INTERVAL);

@@ -4,8 +4,11 @@
 //! back through Prometheus's HTTP API, then runs every query of the Grafana
 //! dashboard (`deploy/grafana/envelope-router.json`) there.
 //!
-//! Ignored by default (it needs `prometheus` on the PATH, or `PROMETHEUS`
-//! naming it); `scripts/test.sh` installs it and runs this with `--ignored`.
+//! The scraped exposition must also pass `promtool check metrics`.
+//!
+//! Ignored by default (it needs `prometheus` and `promtool` on the PATH,
+//! or `PROMETHEUS` and `PROMTOOL` naming them); `scripts/test.sh` installs
+//! them and runs this with `--ignored`.
 
 mod common;
 
@@ -232,6 +235,37 @@ scrape_configs:
     wait_for("every record counted", Duration::from_secs(60), || {
         (read("sum(envelope_router_records_in_total)")? == total as f64).then_some(())
     });
+
+    // The exposition itself passes promtool's lint: every family has its
+    // help text and type, histograms are well formed.
+    let text = runtime()
+        .block_on(async {
+            reqwest::get(format!("http://{metrics_addr}/metrics"))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    assert!(
+        text.contains("envelope_router_end_to_end_seconds_bucket"),
+        "{text}"
+    );
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {promtool}: {e} (apt install prometheus)"));
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let by_reason = |metric: &str, reason: &str| {
         read(&format!(r#"sum({metric}{{reason="{reason}"}})"#)).unwrap_or(0.0)
     };

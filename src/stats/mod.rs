@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod describe;
 mod histogram;
+pub use describe::describe_metrics;
 pub use histogram::{Histogram, HistogramTally, LATENCY_BOUNDS};
 
 /// The end-to-end latency histogram's name; its `from` label says from what.
