@@ -6,8 +6,10 @@
 //!    retention drops nothing, then checking the watermarks).
 //! 2. Run the bare relay, the routing relay (`relay.rs`) and the router,
 //!    each as a child process of this binary and each in its own consumer
-//!    group, `runs` times in turn; each run reports its records, active time
-//!    (first record read to last acknowledgement), CPU seconds and peak RSS.
+//!    group, `runs` rounds of one run each, every round starting with the
+//!    next side (bare, routing, router; routing, router, bare; ...); each
+//!    run reports its records, active time (first record read to last
+//!    acknowledgement), CPU seconds and peak RSS.
 //! 3. Check every router run's counts against what the generator sent, so a
 //!    fast wrong run cannot pass, and report each side's median, min and
 //!    max and the router's ratio to each ceiling.
@@ -45,7 +47,8 @@ pub struct BenchOptions {
     pub output_partitions: i32,
     /// Brokers of the embedded mock cluster (partition leaders spread over them).
     pub brokers: i32,
-    /// Runs of each side (interleaved: relay, routing relay, router, ...).
+    /// Runs of each side, in rounds of one run per side; each round starts
+    /// with the next side.
     pub runs: usize,
     /// Router worker loops (`workers` in the config).
     pub workers: usize,
@@ -317,46 +320,65 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         )?;
         let config = path(&config);
         let tag = format!("run {}/{}", i + 1, opts.runs.max(1));
-        // The two ceilings differ only in where they write.
-        let bare: &[&str] = &["--output", &relay_topic];
-        let ceilings = [
-            ("bare relay", "bench-relay", bare),
-            ("routing relay", "bench-routing-relay", &["--routing"]),
-        ];
-        for ((name, group, target), runs) in ceilings.iter().zip([&mut relay, &mut routing]) {
-            let group = format!("{group}-{run_id}-{i}");
-            let mut args = vec!["relay", "--config", config, "--group", &group];
-            args.extend_from_slice(target);
-            args.extend(["--exit-after", &sent]);
-            let s = side(&bar, &tag, name, opts, &args)?;
-            if s.records != expected.sent {
-                mismatches.push(format!(
-                    "{tag}: {name} read {} of {} records",
-                    s.records, expected.sent
-                ));
+        // Each round starts with the next side: the sides share the broker
+        // and (router and routing relay) the output topics, so a fixed
+        // order would give one side every run after the others' writes.
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 | 1 => {
+                    // The two ceilings differ only in where they write.
+                    let (name, group, target, runs): (_, _, &[&str], _) = if (i + k) % 3 == 0 {
+                        (
+                            "bare relay",
+                            "bench-relay",
+                            &["--output", &relay_topic],
+                            &mut relay,
+                        )
+                    } else {
+                        (
+                            "routing relay",
+                            "bench-routing-relay",
+                            &["--routing"],
+                            &mut routing,
+                        )
+                    };
+                    let group = format!("{group}-{run_id}-{i}");
+                    let mut args = vec!["relay", "--config", config, "--group", &group];
+                    args.extend_from_slice(target);
+                    args.extend(["--exit-after", &sent]);
+                    let s = side(&bar, &tag, name, opts, &args)?;
+                    if s.records != expected.sent {
+                        mismatches.push(format!(
+                            "{tag}: {name} read {} of {} records",
+                            s.records, expected.sent
+                        ));
+                    }
+                    runs.push(one_run(&s, expected.bytes));
+                }
+                _ => {
+                    let s = side(
+                        &bar,
+                        &tag,
+                        "router",
+                        opts,
+                        &[
+                            "run",
+                            "--config",
+                            config,
+                            "--exit-after-records",
+                            &sent,
+                            "--summary",
+                        ],
+                    )?;
+                    mismatches.extend(
+                        verify(&expected, &s)
+                            .into_iter()
+                            .map(|m| format!("{tag}: {m}")),
+                    );
+                    router.push(one_run(&s, expected.bytes));
+                }
             }
-            runs.push(one_run(&s, expected.bytes));
         }
-        let s = side(
-            &bar,
-            &tag,
-            "router",
-            opts,
-            &[
-                "run",
-                "--config",
-                config,
-                "--exit-after-records",
-                &sent,
-                "--summary",
-            ],
-        )?;
-        mismatches.extend(
-            verify(&expected, &s)
-                .into_iter()
-                .map(|m| format!("{tag}: {m}")),
-        );
-        router.push(one_run(&s, expected.bytes));
     }
     bar.set_message("done");
     bar.finish();
