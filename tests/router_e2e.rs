@@ -142,6 +142,11 @@ default_route: dead_letter
     assert_eq!(stats.reason(Reason::Filtered), 1);
     assert_eq!(stats.records_routed(), 5);
     assert!(read_topic(&bootstrap, "prod.glutton.1234.debug_x-v1").is_empty());
+    // Each record settled after its writes (5 published, 4 dead letters)
+    // is one sample of the arrival latency histogram; drops are none.
+    let (arrival, _) = stats.latency_samples();
+    assert_eq!(arrival, 9);
+    assert_eq!(arrival + 2, stats.records_settled());
 }
 
 #[test]

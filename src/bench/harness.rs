@@ -324,37 +324,20 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         // and (router and routing relay) the output topics, so a fixed
         // order would give one side every run after the others' writes.
         for k in 0..3 {
-            match (i + k) % 3 {
-                0 | 1 => {
-                    // The two ceilings differ only in where they write.
-                    let (name, group, target, runs): (_, _, &[&str], _) = if (i + k) % 3 == 0 {
-                        (
-                            "bare relay",
-                            "bench-relay",
-                            &["--output", &relay_topic],
-                            &mut relay,
-                        )
-                    } else {
-                        (
-                            "routing relay",
-                            "bench-routing-relay",
-                            &["--routing"],
-                            &mut routing,
-                        )
-                    };
-                    let group = format!("{group}-{run_id}-{i}");
-                    let mut args = vec!["relay", "--config", config, "--group", &group];
-                    args.extend_from_slice(target);
-                    args.extend(["--exit-after", &sent]);
-                    let s = side(&bar, &tag, name, opts, &args)?;
-                    if s.records != expected.sent {
-                        mismatches.push(format!(
-                            "{tag}: {name} read {} of {} records",
-                            s.records, expected.sent
-                        ));
-                    }
-                    runs.push(one_run(&s, expected.bytes));
-                }
+            // The two ceilings differ only in where they write.
+            let (name, group, target, runs): (_, _, &[&str], _) = match (i + k) % 3 {
+                0 => (
+                    "bare relay",
+                    "bench-relay",
+                    &["--output", &relay_topic],
+                    &mut relay,
+                ),
+                1 => (
+                    "routing relay",
+                    "bench-routing-relay",
+                    &["--routing"],
+                    &mut routing,
+                ),
                 _ => {
                     let s = side(
                         &bar,
@@ -376,8 +359,21 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
                             .map(|m| format!("{tag}: {m}")),
                     );
                     router.push(one_run(&s, expected.bytes));
+                    continue;
                 }
+            };
+            let group = format!("{group}-{run_id}-{i}");
+            let mut args = vec!["relay", "--config", config, "--group", &group];
+            args.extend_from_slice(target);
+            args.extend(["--exit-after", &sent]);
+            let s = side(&bar, &tag, name, opts, &args)?;
+            if s.records != expected.sent {
+                mismatches.push(format!(
+                    "{tag}: {name} read {} of {} records",
+                    s.records, expected.sent
+                ));
             }
+            runs.push(one_run(&s, expected.bytes));
         }
     }
     bar.set_message("done");
