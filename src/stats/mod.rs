@@ -118,9 +118,11 @@ impl SettledTally {
 #[derive(Default)]
 pub struct Stats {
     handles: Handles,
-    /// End-to-end latency from a record's arrival, from its event time
-    /// (written to `/metrics` by [`Stats::write_histograms`]).
-    latency: [Histogram; 2],
+    /// End-to-end latency from a record's arrival (written to `/metrics`
+    /// by [`Stats::write_histograms`]).
+    latency_arrival: Histogram,
+    /// End-to-end latency from its envelope's event time.
+    latency_event_time: Histogram,
     records_in: AtomicU64,
     first_in: OnceLock<Instant>,
     routed: AtomicU64,
@@ -306,8 +308,8 @@ impl Stats {
     pub fn add_settled(&self, tally: &mut SettledTally) {
         self.settled
             .fetch_add(std::mem::take(&mut tally.records), Relaxed);
-        self.latency[0].add(&mut tally.arrival);
-        self.latency[1].add(&mut tally.event_time);
+        self.latency_arrival.add(&mut tally.arrival);
+        self.latency_event_time.add(&mut tally.event_time);
     }
 
     /// Writes the histograms counted in place (end-to-end latency) in
@@ -316,14 +318,19 @@ impl Stats {
         use std::fmt::Write;
         let _ = writeln!(out, "# HELP {END_TO_END} Time from a record's arrival (from=\"arrival\") or its envelope's event time (from=\"event_time\") until every output acknowledged it.");
         let _ = writeln!(out, "# TYPE {END_TO_END} histogram");
-        self.latency[0].write(END_TO_END, "from=\"arrival\"", out);
-        self.latency[1].write(END_TO_END, "from=\"event_time\"", out);
+        self.latency_arrival
+            .write(END_TO_END, "from=\"arrival\"", out);
+        self.latency_event_time
+            .write(END_TO_END, "from=\"event_time\"", out);
     }
 
     /// Samples of the end-to-end latency histograms: from arrival, from
     /// event time.
     pub fn latency_samples(&self) -> (u64, u64) {
-        (self.latency[0].count(), self.latency[1].count())
+        (
+            self.latency_arrival.count(),
+            self.latency_event_time.count(),
+        )
     }
 
     /// A write failed (retried, dead-lettered or given up: `failed_write.rs`).
