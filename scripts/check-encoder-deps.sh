@@ -4,7 +4,7 @@
 # metrics exporter or a YAML parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-forbidden='^(tokio|metrics|metrics-exporter-prometheus|serde-saphyr|serde_yaml|clap|dashmap|hyper) '
+forbidden='^(tikv-jemallocator|tikv-jemalloc-sys|tokio|metrics|metrics-exporter-prometheus|serde-saphyr|serde_yaml|clap|dashmap|hyper) '
 status=0
 for features in "" "producer"; do
   tree=$(cargo tree -q --no-default-features ${features:+--features "$features"} -e normal --prefix none)

@@ -229,6 +229,9 @@ pub struct BenchReport {
     pub cpus: usize,
     /// The CPU model (`/proc/cpuinfo`), since sessions change hosts.
     pub cpu_model: String,
+    /// The allocator all three sides ran with: `jemalloc` (the default
+    /// build) or `system` (built without the `jemalloc` feature).
+    pub allocator: String,
     /// Latency at a fixed rate, when asked for.
     pub latency: Option<LatencyReport>,
 }
@@ -429,6 +432,7 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
         mismatches,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model: cpu_model(),
+        allocator: ALLOCATOR.into(),
         latency: None,
     })
 }
@@ -465,6 +469,13 @@ fn one_run(s: &ChildSummary, bytes: u64) -> Run {
         producer: s.producer.clone(),
     }
 }
+
+/// The allocator of this build (each side is this executable).
+const ALLOCATOR: &str = if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "system"
+};
 
 /// The host CPU's model name, as `/proc/cpuinfo` gives it.
 fn cpu_model() -> String {
@@ -671,8 +682,8 @@ impl BenchReport {
         )?;
         writeln!(
             out,
-            "{} CPUs ({}); router workers {}; shares per 10k: malformed {}, invalid {}, duplicate {}, unknown schema {}",
-            self.cpus, self.cpu_model, self.workers, self.shares[0], self.shares[1], self.shares[2], self.shares[3]
+            "{} CPUs ({}); allocator {}; router workers {}; shares per 10k: malformed {}, invalid {}, duplicate {}, unknown schema {}",
+            self.cpus, self.cpu_model, self.allocator, self.workers, self.shares[0], self.shares[1], self.shares[2], self.shares[3]
         )?;
         if !self.properties.is_empty() {
             writeln!(out, "client properties: {}", self.properties.join(", "))?;
