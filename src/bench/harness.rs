@@ -15,6 +15,7 @@
 //!    max and the router's ratio to each ceiling.
 
 use super::latency::LatencyReport;
+use super::procstat::ThreadGroup;
 use super::workload::{self, Expected, Shape, Sizes};
 use crate::kafka::profile::{LoopProfile, ProducerDigest};
 use crate::progress::Progress;
@@ -89,6 +90,9 @@ pub struct ChildSummary {
     /// The producer's statistics digest.
     #[serde(default)]
     pub producer: Option<ProducerDigest>,
+    /// CPU and context switches per thread name, read as it finished.
+    #[serde(default)]
+    pub threads: Vec<ThreadGroup>,
 }
 
 /// One run of one side.
@@ -112,6 +116,8 @@ pub struct Run {
     pub loop_profile: Option<LoopProfile>,
     /// The producer's statistics digest.
     pub producer: Option<ProducerDigest>,
+    /// CPU and context switches per thread name.
+    pub threads: Vec<ThreadGroup>,
 }
 
 /// Median, min and max of one figure over the runs.
@@ -467,6 +473,7 @@ fn one_run(s: &ChildSummary, bytes: u64) -> Run {
         cpu_s: s.cpu_s,
         loop_profile: s.loop_profile.clone(),
         producer: s.producer.clone(),
+        threads: s.threads.clone(),
     }
 }
 
@@ -775,6 +782,7 @@ impl BenchReport {
                 l.upkeep_s
             )?;
         }
+        self.print_threads(out)?;
         if let Some(l) = &self.latency {
             l.print(out)?;
         }
@@ -788,6 +796,51 @@ impl BenchReport {
         }
     }
 }
+
+impl BenchReport {
+    /// Each side's busiest threads in its median run: CPU seconds per
+    /// million records, and per thousand records how often the scheduler
+    /// took the CPU from them and how often they waited.
+    fn print_threads(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let sides = [
+            ("bare relay", &self.relay),
+            ("routing relay", &self.routing_relay),
+            ("router", &self.router),
+        ];
+        if sides
+            .iter()
+            .all(|(_, s)| s.median_run().is_none_or(|r| r.threads.is_empty()))
+        {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "threads (median run): CPU s / M records, preempted / waited per 1k records"
+        )?;
+        for (name, s) in sides {
+            let Some(run) = s.median_run().filter(|r| !r.threads.is_empty()) else {
+                continue;
+            };
+            let per_m = 1e6 / run.records.max(1) as f64;
+            let groups: Vec<String> = (run.threads.iter().take(THREADS_SHOWN))
+                .map(|t| {
+                    format!(
+                        "{} {:.2} ({:.1}/{:.1})",
+                        t.name,
+                        t.cpu_s * per_m,
+                        t.preempted as f64 * per_m / 1e3,
+                        t.waits as f64 * per_m / 1e3
+                    )
+                })
+                .collect();
+            writeln!(out, "{name:<14} {}", groups.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Thread groups shown per side (busiest first).
+const THREADS_SHOWN: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -806,6 +859,7 @@ mod tests {
                     cpu_s: 0.0,
                     loop_profile: None,
                     producer: None,
+                    threads: Vec::new(),
                 })
                 .collect(),
         )

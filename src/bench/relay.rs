@@ -83,6 +83,8 @@ pub struct RelaySummary {
     pub active_s: f64,
     /// The producer's statistics (with `statistics.interval.ms` set).
     pub producer: ProducerDigest,
+    /// The process's threads as the last write was acknowledged.
+    pub threads: Vec<super::procstat::ThreadGroup>,
 }
 
 /// Relays from the config's input topics until `exit_after` records are
@@ -171,6 +173,7 @@ pub fn run(
         });
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let threads = super::procstat::threads();
     producer.producer().flush(Duration::from_secs(5))?;
     let digest = (producer.producer().context().digest.lock())
         .unwrap_or_else(|e| e.into_inner())
@@ -181,6 +184,7 @@ pub fn run(
         bytes,
         active_s,
         producer: digest,
+        threads,
     })
 }
 

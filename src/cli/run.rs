@@ -102,6 +102,7 @@ fn print_summary(ctl: &RunControl, finished: Option<Instant>) {
             "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
             "loop": loop_profile,
             "producer": producer_digest,
+            "threads": ctl.exit_after.threads(),
         })
     );
 }
@@ -125,6 +126,7 @@ pub fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
             "cpu_s": procstat::cpu_seconds().unwrap_or(0.0),
             "peak_rss_bytes": procstat::peak_rss_bytes().unwrap_or(0),
             "producer": s.producer,
+            "threads": s.threads,
         })
     );
     Ok(ExitCode::SUCCESS)

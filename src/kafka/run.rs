@@ -12,6 +12,7 @@ use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
 use super::topic_handles::TopicHandles;
+use crate::bench::procstat::{self, ThreadGroup};
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::schema::SchemaMode;
 use crate::pipeline::{Pipeline, Reason};
@@ -48,11 +49,14 @@ pub struct RunControl {
 
 /// A record count to stop at (`run --exit-after-records`). The consume
 /// loops check it after serving delivery reports, so the stop costs no
-/// polling thread and is stamped at the turn that settled the last record.
+/// polling thread and is stamped at the turn that settled the last record,
+/// with a reading of the process's threads taken while its clients still
+/// run (the benchmark's per-thread CPU).
 #[derive(Default)]
 pub struct ExitAfter {
     records: OnceLock<u64>,
     reached: OnceLock<Instant>,
+    threads: OnceLock<Vec<ThreadGroup>>,
 }
 
 impl ExitAfter {
@@ -66,11 +70,18 @@ impl ExitAfter {
         self.reached.get().copied()
     }
 
+    /// The process's threads when the count was reached, if it was.
+    pub fn threads(&self) -> &[ThreadGroup] {
+        self.threads.get().map_or(&[], Vec::as_slice)
+    }
+
     /// Whether `settled` reaches the count (stamping the first time).
     pub(super) fn check(&self, settled: u64) -> bool {
         match self.records.get() {
             Some(&n) if settled >= n => {
-                let _ = self.reached.set(Instant::now());
+                if self.reached.set(Instant::now()).is_ok() {
+                    let _ = self.threads.set(procstat::threads());
+                }
                 true
             }
             _ => false,
