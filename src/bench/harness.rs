@@ -800,7 +800,8 @@ impl BenchReport {
 impl BenchReport {
     /// Each side's busiest threads in its median run: CPU seconds per
     /// million records, and per thousand records how often the scheduler
-    /// took the CPU from them and how often they waited.
+    /// took the CPU from them, how often they waited and how many pages
+    /// they touched first.
     fn print_threads(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let sides = [
             ("bare relay", &self.relay),
@@ -815,7 +816,7 @@ impl BenchReport {
         }
         writeln!(
             out,
-            "threads (median run): CPU s / M records, preempted / waited per 1k records"
+            "threads (median run): CPU s / M records (preempted / waited / page faults per 1k records)"
         )?;
         for (name, s) in sides {
             let Some(run) = s.median_run().filter(|r| !r.threads.is_empty()) else {
@@ -825,11 +826,12 @@ impl BenchReport {
             let groups: Vec<String> = (run.threads.iter().take(THREADS_SHOWN))
                 .map(|t| {
                     format!(
-                        "{} {:.2} ({:.1}/{:.1})",
+                        "{} {:.2} ({:.1}/{:.1}/{:.1})",
                         t.name,
                         t.cpu_s * per_m,
                         t.preempted as f64 * per_m / 1e3,
-                        t.waits as f64 * per_m / 1e3
+                        t.waits as f64 * per_m / 1e3,
+                        t.faults as f64 * per_m / 1e3
                     )
                 })
                 .collect();

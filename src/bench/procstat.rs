@@ -37,6 +37,9 @@ pub struct ThreadGroup {
     pub waits: u64,
     /// Times the scheduler took the CPU from them (`nonvoluntary_ctxt_switches`).
     pub preempted: u64,
+    /// Minor page faults (first touches of memory, copy-on-write).
+    #[serde(default)]
+    pub faults: u64,
 }
 
 /// This process's live threads grouped by name, most CPU first (the
@@ -71,6 +74,7 @@ pub fn threads() -> Vec<ThreadGroup> {
                 g.cpu_s += t.cpu_s;
                 g.waits += t.waits;
                 g.preempted += t.preempted;
+                g.faults += t.faults;
             }
             None => groups.push(t),
         }
@@ -85,6 +89,7 @@ fn parse_task(stat: &str, status: &str) -> Option<ThreadGroup> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let faults = fields.get(7)?.parse().ok()?;
     let count = |key: &str| {
         status
             .lines()
@@ -98,6 +103,7 @@ fn parse_task(stat: &str, status: &str) -> Option<ThreadGroup> {
         cpu_s: ticks / clock_ticks_per_second(),
         waits: count("voluntary_ctxt_switches:"),
         preempted: count("nonvoluntary_ctxt_switches:"),
+        faults,
     })
 }
 
@@ -134,5 +140,6 @@ mod tests {
         assert_eq!(t.name, "rdk:broker (1)");
         assert_eq!(t.cpu_s, 3.0, "250 + 50 ticks at 100 per second");
         assert_eq!((t.waits, t.preempted), (1234, 56));
+        assert_eq!(t.faults, 7, "minflt, the 10th field");
     }
 }
