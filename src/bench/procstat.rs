@@ -1,30 +1,50 @@
-//! This process's CPU time, peak resident memory and per-thread CPU and
-//! context switches, from `/proc/self` (Linux), for the benchmark summaries.
+//! This process's CPU time, peak resident memory, and per-thread CPU,
+//! context switches and page faults, from `/proc/self` (Linux), for the
+//! benchmark summaries.
 
 use serde::{Deserialize, Serialize};
 
 /// CPU seconds (user + system) used so far.
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks_per_second())
+    Some(StatFields::of(&stat)?.cpu_seconds())
+}
+
+/// The fields of a `stat` file after the parenthesised command name.
+struct StatFields<'a>(Vec<&'a str>);
+
+impl<'a> StatFields<'a> {
+    fn of(stat: &'a str) -> Option<Self> {
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        // utime and stime, the 14th and 15th fields overall.
+        (fields.len() > 12).then_some(StatFields(fields))
+    }
+
+    /// utime + stime, in seconds (0 where a field does not parse).
+    fn cpu_seconds(&self) -> f64 {
+        (self.number(11) + self.number(12)) as f64 / clock_ticks_per_second()
+    }
+
+    fn number(&self, i: usize) -> u64 {
+        self.0.get(i).and_then(|f| f.parse().ok()).unwrap_or(0)
+    }
 }
 
 /// Peak resident set size in bytes (`VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    Some(status_number(&status, "VmHWM:")? * 1024) // in kB
 }
 
-/// CPU time and context switches of the threads of one name (librdkafka
-/// names its threads `rdk:main`, `rdk:broker<id>`; a producer's and a
-/// consumer's threads to one broker share a name and are summed).
+/// The number after `key` in a `status` file (`VmHWM:  1234 kB`).
+fn status_number(status: &str, key: &str) -> Option<u64> {
+    let value = status.lines().find_map(|l| l.strip_prefix(key))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time, context switches and page faults of the threads of one name
+/// (librdkafka names its threads `rdk:main`, `rdk:broker<id>`; a producer's
+/// and a consumer's threads to one broker share a name and are summed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThreadGroup {
     /// The threads' name (`comm`).
@@ -38,14 +58,12 @@ pub struct ThreadGroup {
     /// Times the scheduler took the CPU from them (`nonvoluntary_ctxt_switches`).
     pub preempted: u64,
     /// Minor page faults (first touches of memory, copy-on-write).
-    #[serde(default)]
     pub faults: u64,
 }
 
 /// This process's live threads grouped by name, most CPU first (the
-/// process's first thread as `main`). Threads
-/// that already exited are not counted (their time is only in
-/// [`cpu_seconds`]).
+/// process's first thread as `main`). Threads that already exited are not
+/// counted (their time is only in [`cpu_seconds`]).
 pub fn threads() -> Vec<ThreadGroup> {
     let mut groups: Vec<ThreadGroup> = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -86,24 +104,15 @@ pub fn threads() -> Vec<ThreadGroup> {
 /// One task's reading from its `stat` and `status` files.
 fn parse_task(stat: &str, status: &str) -> Option<ThreadGroup> {
     let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let faults = fields.get(7)?.parse().ok()?;
-    let count = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let fields = StatFields::of(stat)?;
+    let count = |key| status_number(status, key).unwrap_or(0);
     Some(ThreadGroup {
         name: name.to_owned(),
         threads: 1,
-        cpu_s: ticks / clock_ticks_per_second(),
+        cpu_s: fields.cpu_seconds(),
         waits: count("voluntary_ctxt_switches:"),
         preempted: count("nonvoluntary_ctxt_switches:"),
-        faults,
+        faults: fields.number(7), // minflt, the 10th field
     })
 }
 
