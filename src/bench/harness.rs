@@ -90,7 +90,8 @@ pub struct ChildSummary {
     /// The producer's statistics digest.
     #[serde(default)]
     pub producer: Option<ProducerDigest>,
-    /// CPU and context switches per thread name, read as it finished.
+    /// CPU, context switches and page faults per thread name, read as
+    /// its last record settled.
     #[serde(default)]
     pub threads: Vec<ThreadGroup>,
 }
@@ -116,7 +117,7 @@ pub struct Run {
     pub loop_profile: Option<LoopProfile>,
     /// The producer's statistics digest.
     pub producer: Option<ProducerDigest>,
-    /// CPU and context switches per thread name.
+    /// CPU, context switches and page faults per thread name.
     pub threads: Vec<ThreadGroup>,
 }
 
@@ -701,11 +702,7 @@ impl BenchReport {
             "\n{runs} run(s) per side; median [min – max]\n{:<14} {:>26} {:>10} {:>22} {:>13}",
             "", "records/s", "MB/s", "CPU s / M records", "peak RSS MiB"
         )?;
-        for (name, s) in [
-            ("bare relay", &self.relay),
-            ("routing relay", &self.routing_relay),
-            ("router", &self.router),
-        ] {
+        for (name, s) in self.sides() {
             writeln!(
                 out,
                 "{name:<14} {:>8.0} [{:>7.0} – {:>7.0}] {:>10.1} {:>6.2} [{:>5.2} – {:>5.2}] {:>13.1}",
@@ -738,11 +735,7 @@ impl BenchReport {
             "\nproducer (median run){:<3} {:>9} {:>10} {:>9} {:>11} {:>9} {:>9}",
             "", "requests", "rec/request", "rec/batch", "queue µs", "rtt µs", "in flight"
         )?;
-        for (name, s) in [
-            ("bare relay", &self.relay),
-            ("routing relay", &self.routing_relay),
-            ("router", &self.router),
-        ] {
+        for (name, s) in self.sides() {
             let digest = s.median_run().and_then(|r| r.producer.as_ref());
             if digest.is_none_or(|p| p.produce_requests == 0) {
                 // Statistics come once a second: a shorter run has none.
@@ -795,33 +788,33 @@ impl BenchReport {
                 .try_for_each(|m| writeln!(out, "  - {m}"))
         }
     }
-}
 
-impl BenchReport {
+    /// The three sides with the names the report gives them.
+    fn sides(&self) -> [(&'static str, &Side); 3] {
+        [
+            ("bare relay", &self.relay),
+            ("routing relay", &self.routing_relay),
+            ("router", &self.router),
+        ]
+    }
+
     /// Each side's busiest threads in its median run: CPU seconds per
     /// million records, and per thousand records how often the scheduler
     /// took the CPU from them, how often they waited and how many pages
     /// they touched first.
-    fn print_threads(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let sides = [
-            ("bare relay", &self.relay),
-            ("routing relay", &self.routing_relay),
-            ("router", &self.router),
-        ];
-        if sides
-            .iter()
-            .all(|(_, s)| s.median_run().is_none_or(|r| r.threads.is_empty()))
-        {
+    fn print_threads(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let runs: Vec<(&str, &Run)> = (self.sides().into_iter())
+            .filter_map(|(name, s)| Some((name, s.median_run()?)))
+            .filter(|(_, r)| !r.threads.is_empty())
+            .collect();
+        if runs.is_empty() {
             return Ok(());
         }
         writeln!(
             out,
             "threads (median run): CPU s / M records (preempted / waited / page faults per 1k records)"
         )?;
-        for (name, s) in sides {
-            let Some(run) = s.median_run().filter(|r| !r.threads.is_empty()) else {
-                continue;
-            };
+        for (name, run) in runs {
             let per_m = 1e6 / run.records.max(1) as f64;
             let groups: Vec<String> = (run.threads.iter().take(THREADS_SHOWN))
                 .map(|t| {
