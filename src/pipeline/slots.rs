@@ -6,9 +6,15 @@
 //! TLB, and in a VM each miss is a two-level page walk. Backed by 2 MiB
 //! pages, the same table needs eight TLB entries. `MADV_HUGEPAGE` only acts
 //! on pages not yet touched, so a large array is a fresh anonymous mapping,
-//! advised before its first write; the kernel's zero pages spare the
-//! `memset` too. Where the advice is refused (THP `never`, other systems),
-//! the array works the same on small pages.
+//! advised before its first write. Where the advice is refused (THP `never`,
+//! other systems), the array works the same on small pages.
+//!
+//! Every array is zeroed by writing, never left to the kernel's zero page
+//! (`calloc`, a fresh mapping read first): a table's rehash reads a slot
+//! before it writes it, so a page first mapped to the shared zero page is
+//! faulted again on the write, and replacing that read-only mapping flushes
+//! the TLB of every CPU the process runs on, an inter-processor interrupt
+//! that in a VM stalls the other vCPU too (BENCHMARKS.md, 2026-12-01).
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -44,7 +50,11 @@ impl Slots {
                 };
             }
         }
-        let boxed: Box<[u64]> = vec![0; len].into_boxed_slice();
+        // Not `vec![0; len]`: that is `calloc`, which hands out fresh pages
+        // unwritten (zero-page mappings) or zeroes reused ones by `madvise`.
+        let mut zeros = Vec::with_capacity(len);
+        zeros.resize(len, 0u64);
+        let boxed = zeros.into_boxed_slice();
         Slots {
             // SAFETY: `Box::into_raw` never returns null.
             at: unsafe { NonNull::new_unchecked(Box::into_raw(boxed).cast()) },
@@ -80,8 +90,9 @@ impl std::fmt::Debug for Slots {
 #[cfg(target_os = "linux")]
 fn map_huge(len: usize) -> Option<NonNull<u64>> {
     let bytes = len.checked_mul(8)?;
-    // SAFETY: a fresh private anonymous mapping; no existing memory is
-    // touched. It is page-aligned, so aligned for u64, and zero-filled.
+    // SAFETY: a fresh private anonymous mapping of `bytes` bytes, written
+    // only within itself. It is page-aligned, so aligned for u64, and
+    // zero-filled.
     unsafe {
         let at = libc::mmap(
             std::ptr::null_mut(),
@@ -96,6 +107,8 @@ fn map_huge(len: usize) -> Option<NonNull<u64>> {
         }
         // Advice only: refused under THP `never`, and then small pages do.
         libc::madvise(at, bytes, libc::MADV_HUGEPAGE);
+        // First touch by writing (see the module comment).
+        std::ptr::write_bytes(at.cast::<u8>(), 0, bytes);
         NonNull::new(at.cast())
     }
 }
