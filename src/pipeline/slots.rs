@@ -52,6 +52,10 @@ impl Slots {
         }
         // Not `vec![0; len]`: that is `calloc`, which hands out fresh pages
         // unwritten (zero-page mappings) or zeroes reused ones by `madvise`.
+        #[allow(
+            clippy::slow_vector_initialization,
+            reason = "the write is the point: see the module comment"
+        )]
         let mut zeros = Vec::with_capacity(len);
         zeros.resize(len, 0u64);
         let boxed = zeros.into_boxed_slice();
