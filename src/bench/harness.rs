@@ -55,6 +55,9 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Whether the router writes its dedup changelog (the default).
     pub changelog: bool,
+    /// Ids the router's dedup windows hold when a run starts, restored
+    /// from its changelog (`prefill.rs`); 0 starts them empty.
+    pub dedup_resident: u64,
     /// librdkafka consumer properties for all three sides.
     pub consumer: Vec<(String, String)>,
     /// librdkafka producer properties for all three sides.
@@ -71,7 +74,8 @@ pub struct ChildSummary {
     pub bytes: u64,
     /// From its first record to its last acknowledgement.
     pub active_s: f64,
-    /// CPU seconds of the whole process (startup and group join included).
+    /// CPU seconds of the process from its first record to its exit
+    /// (start-up, the group join and a dedup restore not included).
     pub cpu_s: f64,
     /// Peak resident memory.
     pub peak_rss_bytes: u64,
@@ -84,6 +88,12 @@ pub struct ChildSummary {
     /// Router only: count per reason code.
     #[serde(default)]
     pub reasons: BTreeMap<String, u64>,
+    /// Router only: dedup ids restored from the changelog at start.
+    #[serde(default)]
+    pub restored_ids: u64,
+    /// Router only: seconds the restores took.
+    #[serde(default)]
+    pub restore_s: f64,
     /// Router only: where the consume loop's time went.
     #[serde(default, rename = "loop")]
     pub loop_profile: Option<LoopProfile>,
@@ -111,8 +121,10 @@ pub struct Run {
     pub peak_rss_mib: f64,
     /// Active seconds.
     pub active_s: f64,
-    /// CPU seconds of the whole process.
+    /// CPU seconds of the process from its first record.
     pub cpu_s: f64,
+    /// Router only: dedup ids restored at start, and the seconds it took.
+    pub restored: (u64, f64),
     /// Router only: where the consume loop's time went.
     pub loop_profile: Option<LoopProfile>,
     /// The producer's statistics digest.
@@ -328,6 +340,23 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
                 cluster.is_some(),
             ),
         )?;
+        if opts.dedup_resident > 0 {
+            let group = format!("bench-router-{run_id}-{i}");
+            let changelog = format!("{group}.dedup-changelog");
+            match &cluster {
+                Some(c) => c.create_topic(&changelog, partitions, 1)?,
+                None => create_topic(&bootstrap, &changelog, partitions)?,
+            }
+            super::prefill::write(
+                &bootstrap,
+                &changelog,
+                &group,
+                &input,
+                partitions,
+                opts.dedup_resident,
+                opts.shape.seed + i as u64,
+            )?;
+        }
         let config = path(&config);
         let tag = format!("run {}/{}", i + 1, opts.runs.max(1));
         // Each round starts with the next side: the sides share the broker
@@ -363,6 +392,12 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
                             "--summary",
                         ],
                     )?;
+                    if s.restored_ids != opts.dedup_resident {
+                        mismatches.push(format!(
+                            "{tag}: router restored {} dedup ids, {} were written",
+                            s.restored_ids, opts.dedup_resident
+                        ));
+                    }
                     mismatches.extend(
                         verify(&expected, &s)
                             .into_iter()
@@ -472,6 +507,7 @@ fn one_run(s: &ChildSummary, bytes: u64) -> Run {
         peak_rss_mib: s.peak_rss_bytes as f64 / (1 << 20) as f64,
         active_s: s.active_s,
         cpu_s: s.cpu_s,
+        restored: (s.restored_ids, s.restore_s),
         loop_profile: s.loop_profile.clone(),
         producer: s.producer.clone(),
         threads: s.threads.clone(),
@@ -775,6 +811,15 @@ impl BenchReport {
                 l.upkeep_s
             )?;
         }
+        if let Some((ids, seconds)) = (self.router.median_run())
+            .map(|r| r.restored)
+            .filter(|(ids, _)| *ids > 0)
+        {
+            writeln!(
+                out,
+                "router dedup windows (median run): {ids} ids restored from the changelog in {seconds:.2} s before the first record (not counted above)"
+            )?;
+        }
         self.print_threads(out)?;
         if let Some(l) = &self.latency {
             l.print(out)?;
@@ -852,6 +897,7 @@ mod tests {
                     peak_rss_mib: 0.0,
                     active_s: 0.0,
                     cpu_s: 0.0,
+                    restored: (0, 0.0),
                     loop_profile: None,
                     producer: None,
                     threads: Vec::new(),

@@ -1,10 +1,12 @@
 //! The benchmark harness (`bench`): a workload generator, two ceilings (the
 //! bare relay and the routing relay, `relay.rs`), the throughput run that
 //! measures them against the router (`harness.rs`), the latency run
-//! (`latency.rs`) and per-process CPU and memory readings (`procstat.rs`).
+//! (`latency.rs`), per-process CPU and memory readings (`procstat.rs`), and
+//! full dedup windows to start the router with (`prefill.rs`).
 
 mod harness;
 mod latency;
+mod prefill;
 pub mod procstat;
 pub mod relay;
 pub mod workload;

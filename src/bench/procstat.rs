@@ -101,6 +101,48 @@ pub fn threads() -> Vec<ThreadGroup> {
     groups
 }
 
+/// The process's CPU seconds and threads at one moment: where a benchmark
+/// side's measured span starts (its first record), so start-up, the group
+/// join and a dedup restore are not counted per record.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// [`cpu_seconds`] then.
+    pub cpu_s: f64,
+    /// [`threads`] then.
+    pub threads: Vec<ThreadGroup>,
+}
+
+impl Reading {
+    /// Reads the process now.
+    pub fn now() -> Reading {
+        Reading {
+            cpu_s: cpu_seconds().unwrap_or(0.0),
+            threads: threads(),
+        }
+    }
+
+    /// The process's CPU seconds since this reading.
+    pub fn cpu_since(&self) -> f64 {
+        (cpu_seconds().unwrap_or(0.0) - self.cpu_s).max(0.0)
+    }
+
+    /// `later` less this reading, group by group (a group that started
+    /// since counts whole; one whose threads exited may only shrink to 0),
+    /// most CPU first.
+    pub fn threads_since(&self, mut later: Vec<ThreadGroup>) -> Vec<ThreadGroup> {
+        for g in &mut later {
+            if let Some(s) = self.threads.iter().find(|s| s.name == g.name) {
+                g.cpu_s = (g.cpu_s - s.cpu_s).max(0.0);
+                g.waits = g.waits.saturating_sub(s.waits);
+                g.preempted = g.preempted.saturating_sub(s.preempted);
+                g.faults = g.faults.saturating_sub(s.faults);
+            }
+        }
+        later.sort_by(|a, b| b.cpu_s.total_cmp(&a.cpu_s));
+        later
+    }
+}
+
 /// One task's reading from its `stat` and `status` files.
 fn parse_task(stat: &str, status: &str) -> Option<ThreadGroup> {
     let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
@@ -137,8 +179,38 @@ mod tests {
         let total: f64 = threads.iter().map(|t| t.cpu_s).sum();
         assert!(total > 0.0, "{threads:?}");
         assert!(threads.iter().all(|t| t.threads >= 1 && !t.name.is_empty()));
+        let start = super::Reading {
+            cpu_s: 0.0,
+            threads: threads.clone(),
+        };
+        let since = start.threads_since(threads.clone());
+        assert!(
+            since.iter().all(|t| t.cpu_s == 0.0 && t.faults == 0),
+            "{since:?}"
+        );
+        assert!(super::Reading::default().cpu_since() > 0.0);
         // Test threads are not the first one; `main` is the harness's.
         assert_eq!(threads.iter().filter(|t| t.name == "main").count(), 1);
+    }
+
+    #[test]
+    fn a_reading_is_subtracted_group_by_group() {
+        let group = |name: &str, cpu_s, faults| super::ThreadGroup {
+            name: name.to_owned(),
+            threads: 1,
+            cpu_s,
+            faults,
+            ..Default::default()
+        };
+        let start = super::Reading {
+            cpu_s: 1.0,
+            threads: vec![group("main", 1.0, 100), group("gone", 5.0, 9)],
+        };
+        let since = start.threads_since(vec![group("rdk:main", 0.5, 7), group("main", 3.0, 40)]);
+        assert_eq!(
+            since,
+            vec![group("main", 2.0, 0), group("rdk:main", 0.5, 7)]
+        );
     }
 
     #[test]

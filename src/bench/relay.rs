@@ -83,8 +83,11 @@ pub struct RelaySummary {
     pub active_s: f64,
     /// The producer's statistics (with `statistics.interval.ms` set).
     pub producer: ProducerDigest,
-    /// The process's threads as the last write was acknowledged.
+    /// The process's threads as the last write was acknowledged, less
+    /// their reading at the first record.
     pub threads: Vec<super::procstat::ThreadGroup>,
+    /// The process's CPU seconds from the first record to the end.
+    pub cpu_s: f64,
 }
 
 /// Relays from the config's input topics until `exit_after` records are
@@ -121,6 +124,7 @@ pub fn run(
     consumer.subscribe(&topics)?;
     let deadline = Instant::now() + timeout;
     let mut first: Option<Instant> = None;
+    let mut start = super::procstat::Reading::default();
     let (mut consumed, mut written, mut bytes) = (0u64, 0u64, 0u64);
     while consumed < exit_after || ok.load(Relaxed) < written {
         anyhow::ensure!(
@@ -137,7 +141,11 @@ pub fn run(
             let Some(m) = consumer.poll(wait) else { break };
             wait = Duration::ZERO;
             let m = m?;
-            first.get_or_insert_with(Instant::now);
+            if first.is_none() {
+                // CPU counts from here, as the router's does.
+                start = super::procstat::Reading::now();
+                first = Some(Instant::now());
+            }
             consumed += 1;
             let payload = m.payload().unwrap_or_default();
             bytes += payload.len() as u64;
@@ -173,7 +181,7 @@ pub fn run(
         });
     }
     let active_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    let threads = super::procstat::threads();
+    let threads = start.threads_since(super::procstat::threads());
     producer.producer().flush(Duration::from_secs(5))?;
     let digest = (producer.producer().context().digest.lock())
         .unwrap_or_else(|e| e.into_inner())
@@ -185,6 +193,7 @@ pub fn run(
         active_s,
         producer: digest,
         threads,
+        cpu_s: start.cpu_since(),
     })
 }
 

@@ -45,6 +45,12 @@ pub struct BenchArgs {
     /// changelog costs).
     #[arg(long)]
     no_changelog: bool,
+    /// Start each router run with this many ids in its dedup windows,
+    /// restored from its changelog: the state of a router that has run for
+    /// a while (10000000, the default `dedup.max_entries`, is the steady
+    /// state at high rates, where each new id evicts the oldest).
+    #[arg(long, default_value_t = 0, conflicts_with = "no_changelog")]
+    dedup_resident: u64,
     /// librdkafka consumer property for all sides, as key=value (repeatable).
     #[arg(long = "consumer-property", short = 'C', value_parser = parse_property)]
     consumer_properties: Vec<(String, String)>,
@@ -96,6 +102,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         runs,
         workers,
         no_changelog,
+        dedup_resident,
         consumer_properties,
         producer_properties,
         bootstrap,
@@ -134,6 +141,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         runs: if quick { 1 } else { runs },
         workers,
         changelog: !no_changelog,
+        dedup_resident,
         consumer: consumer_properties,
         producer: producer_properties,
     };

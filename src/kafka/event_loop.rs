@@ -120,6 +120,9 @@ impl<'c> Loop<'c, '_> {
             for i in 0..BATCH {
                 let polled = self.consumer.poll(first_wait);
                 if i == 0 {
+                    if polled.is_some() {
+                        self.exit_after.record_polled();
+                    }
                     let now = Instant::now();
                     t.wait = now - mark;
                     mark = now;

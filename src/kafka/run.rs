@@ -12,7 +12,7 @@ use super::changelog::Changelog;
 use super::context::{ConsumerCtx, ProducerCtx, Shared, WriteSettings};
 use super::event_loop::Loop;
 use super::topic_handles::TopicHandles;
-use crate::bench::procstat::{self, ThreadGroup};
+use crate::bench::procstat::{self, Reading, ThreadGroup};
 use crate::config::{Config, TopicCreation};
 use crate::pipeline::schema::SchemaMode;
 use crate::pipeline::{Pipeline, Reason};
@@ -51,10 +51,13 @@ pub struct RunControl {
 /// loops check it after serving delivery reports, so the stop costs no
 /// polling thread and is stamped at the turn that settled the last record,
 /// with a reading of the process's threads taken while its clients still
-/// run (the benchmark's per-thread CPU).
+/// run (the benchmark's per-thread CPU). CPU is counted from a reading at
+/// the first record polled: start-up, the group join and a dedup restore
+/// are not the records' cost.
 #[derive(Default)]
 pub struct ExitAfter {
     records: OnceLock<u64>,
+    started: OnceLock<Reading>,
     reached: OnceLock<Instant>,
     threads: OnceLock<Vec<ThreadGroup>>,
 }
@@ -70,9 +73,31 @@ impl ExitAfter {
         self.reached.get().copied()
     }
 
-    /// The process's threads when the count was reached, if it was.
-    pub fn threads(&self) -> &[ThreadGroup] {
-        self.threads.get().map_or(&[], Vec::as_slice)
+    /// The process's threads when the count was reached, if it was, less
+    /// their reading at the first record.
+    pub fn threads(&self) -> Vec<ThreadGroup> {
+        let threads = self.threads.get().cloned().unwrap_or_default();
+        match self.started.get() {
+            Some(start) => start.threads_since(threads),
+            None => threads,
+        }
+    }
+
+    /// The process's CPU seconds since the first record (since it started
+    /// if no record came).
+    pub fn cpu_seconds(&self) -> f64 {
+        match self.started.get() {
+            Some(start) => start.cpu_since(),
+            None => procstat::cpu_seconds().unwrap_or(0.0),
+        }
+    }
+
+    /// A record was polled: the first one takes the starting reading
+    /// (only when a count is set, i.e. in a benchmark).
+    pub(super) fn record_polled(&self) {
+        if self.records.get().is_some() {
+            self.started.get_or_init(Reading::now);
+        }
     }
 
     /// Whether `settled` reaches the count (stamping the first time).

@@ -149,6 +149,8 @@ pub struct Stats {
 struct ChangelogTally {
     ids_written: AtomicU64,
     ids_restored: AtomicU64,
+    /// Time spent restoring, in µs.
+    restore_us: AtomicU64,
     blocks_failed: AtomicU64,
 }
 
@@ -414,6 +416,7 @@ impl Stats {
         counter!("envelope_router_changelog_restores_total", "result" => result).increment(1);
         if ok {
             self.changelog.ids_restored.fetch_add(ids, Relaxed);
+            (self.changelog.restore_us).fetch_add(took.as_micros() as u64, Relaxed);
             counter!("envelope_router_changelog_restored_ids_total").increment(ids);
             histogram!("envelope_router_changelog_restore_seconds").record(took.as_secs_f64());
         }
@@ -427,6 +430,11 @@ impl Stats {
             c.ids_restored.load(Relaxed),
             c.blocks_failed.load(Relaxed),
         )
+    }
+
+    /// Seconds spent restoring dedup windows (every loop's restores summed).
+    pub fn changelog_restore_seconds(&self) -> f64 {
+        self.changelog.restore_us.load(Relaxed) as f64 / 1e6
     }
 
     /// A config reload was applied (`ok`) or refused; `restart_pending`:
