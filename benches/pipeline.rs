@@ -33,7 +33,7 @@ fn dedup(c: &mut Criterion) {
             b.iter(|| {
                 next += 1;
                 w.insert(fingerprint(&next.to_le_bytes()), 0);
-                w.evict_oldest();
+                w.evict_oldest(1);
             })
         });
         let mut probe = 0u64;

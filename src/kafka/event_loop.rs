@@ -18,6 +18,7 @@ use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
 use super::topic_handles::TopicHandles;
 use crate::config::Config;
+use crate::pipeline::dedup::eviction_shares;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
 use rdkafka::admin::AdminClient;
@@ -530,16 +531,11 @@ impl<'c> Loop<'c, '_> {
                 total += p.dedup.len();
             }
             // Over the instance budget: forget the oldest ids, spread over partitions.
-            while total > budget {
-                let mut evicted = false;
-                for (_, p) in state.partitions_mut() {
-                    if total > budget && p.dedup.evict_oldest() {
-                        total -= 1;
-                        evicted = true;
-                    }
-                }
-                if !evicted {
-                    break;
+            if total > budget {
+                let lens: Vec<usize> = state.partitions().map(|(_, p)| p.dedup.len()).collect();
+                let shares = eviction_shares(&lens, total - budget);
+                for ((_, p), n) in state.partitions_mut().zip(shares) {
+                    total -= p.dedup.evict_oldest(n);
                 }
             }
             let bytes: usize = state.partitions().map(|(_, p)| p.dedup.heap_bytes()).sum();

@@ -118,32 +118,44 @@ impl DedupWindow {
                 break;
             }
             self.seconds.pop_front();
-            for _ in 0..n {
-                if let Some(&ahead) = self.order.get(PREFETCH_AHEAD) {
-                    self.set.prefetch(ahead);
-                }
-                if let Some(fp) = self.order.pop_front() {
-                    self.set.remove(fp);
-                }
-            }
+            self.forget_oldest(n as usize);
             evicted += n as usize;
         }
         evicted
     }
 
-    /// Forgets the oldest id (entry budget exceeded); returns whether one was.
-    pub fn evict_oldest(&mut self) -> bool {
-        let Some(fp) = self.order.pop_front() else {
-            return false;
-        };
-        self.set.remove(fp);
-        if let Some((_, n)) = self.seconds.front_mut() {
-            *n -= 1;
-            if *n == 0 {
+    /// Forgets the `n` oldest ids, or all if it holds fewer (the entry
+    /// budget is exceeded); returns how many were forgotten.
+    pub fn evict_oldest(&mut self, n: usize) -> usize {
+        let n = n.min(self.order.len());
+        self.forget_oldest(n);
+        let mut left = n;
+        while left > 0 {
+            let Some((_, count)) = self.seconds.front_mut() else {
+                break;
+            };
+            let taken = left.min(*count as usize);
+            *count -= taken as u32;
+            left -= taken;
+            if *count == 0 {
                 self.seconds.pop_front();
             }
         }
-        true
+        n
+    }
+
+    /// Takes the `n` oldest fingerprints off the queue and out of the
+    /// table, loading the table lines of those [`PREFETCH_AHEAD`] behind
+    /// them first: the removals of a large window miss the cache otherwise.
+    fn forget_oldest(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(&ahead) = self.order.get(PREFETCH_AHEAD) {
+                self.set.prefetch(ahead);
+            }
+            if let Some(fp) = self.order.pop_front() {
+                self.set.remove(fp);
+            }
+        }
     }
 
     /// Ids remembered.
@@ -160,6 +172,43 @@ impl DedupWindow {
     pub fn heap_bytes(&self) -> usize {
         self.set.capacity() * 8 + self.order.capacity() * 8 + self.seconds.capacity() * 8
     }
+}
+
+/// How many of its oldest ids each window gives up when `excess` ids over
+/// the budget must go, for windows holding `lens` ids: an even share, a
+/// window holding less than its share giving all it has and the others
+/// making up for it (what taking one id from each window in turn until
+/// `excess` are gone would do, without the turns).
+pub fn eviction_shares(lens: &[usize], excess: usize) -> Vec<usize> {
+    let taken_at = |level: usize| -> usize { lens.iter().map(|&l| l.min(level)).sum() };
+    let max = lens.iter().copied().max().unwrap_or(0);
+    if excess >= taken_at(max) {
+        return lens.to_vec();
+    }
+    // The smallest level whose turns take at least `excess`.
+    let (mut lo, mut hi) = (0, max);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if taken_at(mid) >= excess {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    // Full turns below that level, then one more from the first windows
+    // that still have one.
+    let mut left = excess - taken_at(lo.saturating_sub(1));
+    lens.iter()
+        .map(|&l| {
+            let base = l.min(lo.saturating_sub(1));
+            if l >= lo && left > 0 && lo > 0 {
+                left -= 1;
+                base + 1
+            } else {
+                base
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -187,13 +236,88 @@ mod tests {
         for i in 0..5u32 {
             w.insert(fingerprint(&i.to_be_bytes()), i / 2);
         }
-        assert!(w.evict_oldest());
+        assert_eq!(w.evict_oldest(1), 1);
         assert!(!w.contains(fingerprint(&0u32.to_be_bytes())));
         assert!(w.contains(fingerprint(&1u32.to_be_bytes())));
         assert_eq!(w.len(), 4);
+        // Across a second's boundary: ids 1 and 2 (seconds 0 and 1) go.
+        assert_eq!(w.evict_oldest(2), 2);
+        assert!(!w.contains(fingerprint(&2u32.to_be_bytes())));
+        assert!(w.contains(fingerprint(&3u32.to_be_bytes())));
         // The per-second counts stay consistent with the queue.
-        assert_eq!(w.expire(100, 10), 4);
-        assert!(w.is_empty() && !w.evict_oldest());
+        assert_eq!(w.expire(100, 10), 2);
+        assert!(w.is_empty());
+        assert_eq!(w.evict_oldest(3), 0);
+    }
+
+    #[test]
+    fn a_large_window_evicts_exactly_its_oldest() {
+        let mut w = DedupWindow::default();
+        let fp = |i: u32| fingerprint(&i.to_be_bytes());
+        for i in 0..10_000u32 {
+            w.insert(fp(i), i / 100);
+        }
+        assert_eq!(w.evict_oldest(7_777), 7_777);
+        assert_eq!(w.len(), 2_223);
+        assert!((0..7_777).all(|i| !w.contains(fp(i))));
+        assert!((7_777..10_000).all(|i| w.contains(fp(i))));
+        // Second 77 kept 23 of its 100 ids; at 178 it is 101 s old.
+        assert_eq!(w.expire(178, 100), 23, "second 77's remainder");
+        assert_eq!(w.len(), 2_200);
+    }
+
+    #[test]
+    fn eviction_shares_are_what_taking_one_each_in_turn_gives() {
+        // The turn-by-turn reference.
+        fn turns(lens: &[usize], mut excess: usize) -> Vec<usize> {
+            let mut taken = vec![0; lens.len()];
+            while excess > 0 {
+                let mut any = false;
+                for (t, &l) in taken.iter_mut().zip(lens) {
+                    if excess > 0 && *t < l {
+                        *t += 1;
+                        excess -= 1;
+                        any = true;
+                    }
+                }
+                if !any {
+                    break;
+                }
+            }
+            taken
+        }
+        let cases: &[(&[usize], usize)] = &[
+            (&[], 5),
+            (&[10, 10, 10], 0),
+            (&[10, 10, 10], 7),
+            (&[1, 50, 3, 50], 20),
+            (&[1, 50, 3, 50], 104),
+            (&[1, 50, 3, 50], 1000),
+            (&[0, 0, 5], 3),
+            (&[7], 7),
+        ];
+        for &(lens, excess) in cases {
+            assert_eq!(
+                eviction_shares(lens, excess),
+                turns(lens, excess),
+                "{lens:?} {excess}"
+            );
+        }
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        for _ in 0..200 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let lens: Vec<usize> = (0..(rng % 9) as usize)
+                .map(|i| ((rng >> (i * 7)) % 40) as usize)
+                .collect();
+            let excess = (rng >> 40) as usize % 200;
+            assert_eq!(
+                eviction_shares(&lens, excess),
+                turns(&lens, excess),
+                "{lens:?} {excess}"
+            );
+        }
     }
 
     #[test]
