@@ -146,6 +146,21 @@ pub fn latency(
                 cluster.is_some(),
             ),
         )?;
+        if side == "router" && opts.dedup_resident > 0 {
+            // Full dedup windows, as in the throughput runs (`prefill.rs`).
+            let group = format!("bench-router-{run_id}-{side}");
+            let changelog = format!("{group}.dedup-changelog");
+            create(&changelog, input_partitions)?;
+            super::prefill::write(
+                &bootstrap,
+                &changelog,
+                &group,
+                &input,
+                input_partitions,
+                opts.dedup_resident,
+                opts.shape.seed,
+            )?;
+        }
         let relay_topic = format!("bench.lat.relay-out.{run_id}");
         let outputs: Vec<String> = if side == "router" {
             routed.clone()

@@ -45,7 +45,7 @@ pub struct BenchArgs {
     /// changelog costs).
     #[arg(long)]
     no_changelog: bool,
-    /// Start each router run with this many ids in its dedup windows,
+    /// Start each router run (throughput and latency) with this many ids in its dedup windows,
     /// restored from its changelog: the state of a router that has run for
     /// a while (10000000, the default `dedup.max_entries`, is the steady
     /// state at high rates, where each new id evicts the oldest).
