@@ -383,6 +383,12 @@ fn default_dedup_max_entries() -> usize {
 fn default_true() -> bool {
     true
 }
+/// The dedup changelog topic of consumer group `group_id` unless
+/// `dedup.changelog.topic` names another.
+pub fn default_changelog_topic(group_id: &str) -> String {
+    format!("{group_id}.dedup-changelog")
+}
+
 fn default_changelog_partitions() -> i32 {
     -1
 }
@@ -606,7 +612,7 @@ impl Config {
             .changelog
             .topic
             .clone()
-            .unwrap_or_else(|| format!("{}.dedup-changelog", self.input.group_id))
+            .unwrap_or_else(|| default_changelog_topic(&self.input.group_id))
     }
 
     /// librdkafka properties for one client: common ones, then the client's

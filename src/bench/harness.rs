@@ -341,20 +341,17 @@ pub fn run(opts: &BenchOptions, progress: &mut impl Write) -> anyhow::Result<Ben
             ),
         )?;
         if opts.dedup_resident > 0 {
-            let group = format!("bench-router-{run_id}-{i}");
-            let changelog = format!("{group}.dedup-changelog");
-            match &cluster {
-                Some(c) => c.create_topic(&changelog, partitions, 1)?,
-                None => create_topic(&bootstrap, &changelog, partitions)?,
-            }
-            super::prefill::write(
+            super::prefill::fill(
                 &bootstrap,
-                &changelog,
-                &group,
+                &format!("bench-router-{run_id}-{i}"),
                 &input,
                 partitions,
                 opts.dedup_resident,
                 opts.shape.seed + i as u64,
+                |topic, n| match &cluster {
+                    Some(c) => Ok(c.create_topic(topic, n, 1)?),
+                    None => create_topic(&bootstrap, topic, n),
+                },
             )?;
         }
         let config = path(&config);

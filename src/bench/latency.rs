@@ -148,17 +148,14 @@ pub fn latency(
         )?;
         if side == "router" && opts.dedup_resident > 0 {
             // Full dedup windows, as in the throughput runs (`prefill.rs`).
-            let group = format!("bench-router-{run_id}-{side}");
-            let changelog = format!("{group}.dedup-changelog");
-            create(&changelog, input_partitions)?;
-            super::prefill::write(
+            super::prefill::fill(
                 &bootstrap,
-                &changelog,
-                &group,
+                &format!("bench-router-{run_id}-{side}"),
                 &input,
                 input_partitions,
                 opts.dedup_resident,
                 opts.shape.seed,
+                create,
             )?;
         }
         let relay_topic = format!("bench.lat.relay-out.{run_id}");

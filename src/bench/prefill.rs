@@ -12,11 +12,29 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
+/// Fills the dedup changelog a router of consumer group `group` restores
+/// from by default with `ids` fingerprints for the `partitions` partitions
+/// of `input`: creates the topic with `create(topic, partitions)` (the
+/// caller's broker: mock cluster or bootstrap), then [`write`]s to it.
+pub fn fill(
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    partitions: i32,
+    ids: u64,
+    seed: u64,
+    create: impl FnOnce(&str, i32) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let topic = crate::config::default_changelog_topic(group);
+    create(&topic, partitions)?;
+    write(bootstrap, &topic, group, input, partitions, ids, seed)
+}
+
 /// Writes `ids` random fingerprints as changelog blocks of `group` for the
 /// `partitions` partitions of `input`, spread evenly, to `topic` (which
 /// must exist with `partitions` partitions: input partition `p`'s blocks go
 /// to changelog partition `p`, as the router writes them).
-pub fn write(
+fn write(
     bootstrap: &str,
     topic: &str,
     group: &str,
@@ -31,9 +49,7 @@ pub fn write(
         .set("compression.type", "none")
         .create()?;
     let mut rng = Rng::new(seed ^ 0x0070_7265_6669_6c6c); // "prefill"
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now_ms = crate::kafka::context::unix_ms();
     let mut value = Vec::new();
     let mut fingerprints = Vec::with_capacity(BLOCK_IDS);
     for p in 0..partitions {
