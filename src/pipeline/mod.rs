@@ -5,6 +5,8 @@
 pub mod changelog;
 pub mod dedup;
 pub mod fptable;
+#[cfg(target_os = "linux")]
+mod hugepool;
 pub mod reason;
 pub mod route;
 pub mod schema;

@@ -7,7 +7,8 @@
 //! pages, the same table needs eight TLB entries. `MADV_HUGEPAGE` only acts
 //! on pages not yet touched, so a large array is a fresh anonymous mapping,
 //! advised before its first write. Where the advice is refused (THP `never`,
-//! other systems), the array works the same on small pages.
+//! other systems), the array works the same on small pages. Arrays of
+//! 64 KiB–1 MiB share 2 MiB huge-page chunks instead (`hugepool.rs`).
 //!
 //! Every array is zeroed by writing, never left to the kernel's zero page
 //! (`calloc`, a fresh mapping read first): a table's rehash reads a slot
@@ -19,17 +20,28 @@
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-/// Arrays from this size up get their own huge-page-advised mapping; smaller
-/// ones (most per-partition tables) come from the allocator.
+/// Arrays from this size up get their own huge-page-advised mapping; from
+/// 64 KiB to 1 MiB (most per-partition tables) they share huge pages
+/// (`hugepool.rs`); smaller ones come from the allocator.
 #[cfg(target_os = "linux")]
 const HUGE_FROM_BYTES: usize = 2 << 20;
+
+/// Where an array's memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// A boxed slice's buffer.
+    Heap,
+    /// A huge-page-advised mapping of its own.
+    Mapped,
+    /// A block of a shared huge-page chunk (`hugepool.rs`).
+    Pooled,
+}
 
 /// A fixed-length array of `u64`, all zero when made.
 pub struct Slots {
     at: NonNull<u64>,
     len: usize,
-    /// Whether `at` is our own mapping (else a boxed slice's buffer).
-    mapped: bool,
+    backing: Backing,
 }
 
 // SAFETY: the buffer is owned exclusively, like a Vec's.
@@ -46,9 +58,15 @@ impl Slots {
                 return Slots {
                     at,
                     len,
-                    mapped: true,
+                    backing: Backing::Mapped,
                 };
             }
+        } else if let Some(at) = super::hugepool::alloc_zeroed(len * 8) {
+            return Slots {
+                at,
+                len,
+                backing: Backing::Pooled,
+            };
         }
         // Not `vec![0; len]`: that is `calloc`, which hands out fresh pages
         // unwritten (zero-page mappings) or zeroes reused ones by `madvise`.
@@ -63,14 +81,14 @@ impl Slots {
             // SAFETY: `Box::into_raw` never returns null.
             at: unsafe { NonNull::new_unchecked(Box::into_raw(boxed).cast()) },
             len,
-            mapped: false,
+            backing: Backing::Heap,
         }
     }
 
-    /// Whether this array is a huge-page-advised mapping (the kernel still
-    /// decides whether it gets huge pages).
-    pub fn is_mapped(&self) -> bool {
-        self.mapped
+    /// Where the array lives: on huge-page-advised memory unless
+    /// [`Backing::Heap`] (the kernel still decides whether it gets huge pages).
+    pub fn backing(&self) -> Backing {
+        self.backing
     }
 }
 
@@ -84,7 +102,7 @@ impl std::fmt::Debug for Slots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slots")
             .field("len", &self.len)
-            .field("mapped", &self.mapped)
+            .field("backing", &self.backing)
             .finish()
     }
 }
@@ -137,10 +155,14 @@ impl DerefMut for Slots {
 impl Drop for Slots {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
-        if self.mapped {
-            // SAFETY: the mapping made in `map_huge`, unmapped once.
-            unsafe { libc::munmap(self.at.as_ptr().cast(), self.len * 8) };
-            return;
+        match self.backing {
+            Backing::Mapped => {
+                // SAFETY: the mapping made in `map_huge`, unmapped once.
+                unsafe { libc::munmap(self.at.as_ptr().cast(), self.len * 8) };
+                return;
+            }
+            Backing::Pooled => return super::hugepool::free(self.at, self.len * 8),
+            Backing::Heap => {}
         }
         // SAFETY: the boxed slice leaked in `zeroed`, rebuilt once.
         drop(unsafe {
@@ -158,7 +180,7 @@ mod tests {
 
     #[test]
     fn small_and_large_arrays_start_zeroed_and_keep_writes() {
-        for len in [0, 16, 1 << 18, 1 << 19] {
+        for len in [0, 16, 1 << 13, 1 << 17, 1 << 18, 1 << 19] {
             let mut s = Slots::zeroed(len);
             assert_eq!(s.len(), len);
             assert!(s.iter().all(|&x| x == 0));
@@ -168,7 +190,14 @@ mod tests {
                 assert_eq!((s[0], s[len - 1]), (3, 7));
             }
             #[cfg(target_os = "linux")]
-            assert_eq!(s.is_mapped(), len * 8 >= HUGE_FROM_BYTES, "len {len}");
+            {
+                let expected = match len * 8 {
+                    b if b >= HUGE_FROM_BYTES => Backing::Mapped,
+                    b if super::super::hugepool::class_of(b).is_some() => Backing::Pooled,
+                    _ => Backing::Heap,
+                };
+                assert_eq!(s.backing(), expected, "len {len}");
+            }
         }
     }
 }
