@@ -383,6 +383,7 @@ fn default_dedup_max_entries() -> usize {
 fn default_true() -> bool {
     true
 }
+
 /// The dedup changelog topic of consumer group `group_id` unless
 /// `dedup.changelog.topic` names another.
 pub fn default_changelog_topic(group_id: &str) -> String {

@@ -134,15 +134,18 @@ pub fn free(block: NonNull<u64>, bytes: usize) {
         .free(block.cast(), bytes);
 }
 
-/// Maps one chunk aligned to its size and advises huge pages, untouched:
-/// twice the size is mapped and the unaligned ends are unmapped.
-fn map_chunk() -> Option<usize> {
+/// Maps `bytes` of memory (a multiple of the page size) aligned to a huge
+/// page and advises huge pages, untouched: `bytes` and one chunk more are
+/// mapped and the unaligned ends unmapped. `None` if the mapping fails.
+/// Also maps the tables big enough for a mapping of their own (`slots.rs`).
+pub fn map_aligned(bytes: usize) -> Option<NonNull<u8>> {
+    let mapped = bytes.checked_add(CHUNK)?;
     // SAFETY: a fresh private anonymous mapping; only its own parts are
     // unmapped, and nothing has a reference into it yet.
     unsafe {
         let at = libc::mmap(
             std::ptr::null_mut(),
-            2 * CHUNK,
+            mapped,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -156,19 +159,37 @@ fn map_chunk() -> Option<usize> {
         if base > start {
             libc::munmap(at, base - start);
         }
-        let end = start + 2 * CHUNK;
-        if end > base + CHUNK {
-            libc::munmap((base + CHUNK) as *mut libc::c_void, end - base - CHUNK);
+        let end = start + mapped;
+        if end > base + bytes {
+            libc::munmap((base + bytes) as *mut libc::c_void, end - base - bytes);
         }
         // Advice only: refused under THP `never`, and then small pages do.
-        libc::madvise(base as *mut libc::c_void, CHUNK, libc::MADV_HUGEPAGE);
-        Some(base)
+        libc::madvise(base as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+        NonNull::new(base as *mut u8)
     }
+}
+
+/// One chunk for the pool.
+fn map_chunk() -> Option<usize> {
+    map_aligned(CHUNK).map(|at| at.as_ptr() as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mappings_start_on_a_huge_page_and_are_writable() {
+        for bytes in [CHUNK, CHUNK + 4096, 3 * CHUNK] {
+            let at = map_aligned(bytes).unwrap();
+            assert_eq!(at.as_ptr() as usize % CHUNK, 0, "{bytes}");
+            // SAFETY: the `bytes` just mapped, unmapped once.
+            unsafe {
+                std::ptr::write_bytes(at.as_ptr(), 1, bytes);
+                libc::munmap(at.as_ptr().cast(), bytes);
+            }
+        }
+    }
 
     #[test]
     fn serves_powers_of_two_below_a_chunk() {

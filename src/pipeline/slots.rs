@@ -111,28 +111,13 @@ impl std::fmt::Debug for Slots {
 /// them. `None` if the mapping fails (the caller falls back to the heap).
 #[cfg(target_os = "linux")]
 fn map_huge(len: usize) -> Option<NonNull<u64>> {
-    let bytes = len.checked_mul(8)?;
-    // SAFETY: a fresh private anonymous mapping of `bytes` bytes, written
-    // only within itself. It is page-aligned, so aligned for u64, and
-    // zero-filled.
-    unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if at == libc::MAP_FAILED {
-            return None;
-        }
-        // Advice only: refused under THP `never`, and then small pages do.
-        libc::madvise(at, bytes, libc::MADV_HUGEPAGE);
-        // First touch by writing (see the module comment).
-        std::ptr::write_bytes(at.cast::<u8>(), 0, bytes);
-        NonNull::new(at.cast())
-    }
+    let bytes = len.checked_mul(8)?.checked_next_multiple_of(4096)?;
+    let at = super::hugepool::map_aligned(bytes)?;
+    // SAFETY: `bytes` of fresh memory this array now owns; first touch by
+    // writing (see the module comment). Huge-page-aligned, so aligned for
+    // u64.
+    unsafe { std::ptr::write_bytes(at.as_ptr(), 0, bytes) };
+    Some(at.cast())
 }
 
 impl Deref for Slots {
