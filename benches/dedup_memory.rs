@@ -7,6 +7,7 @@
 //! Target (issue 4): ≤ 40 bytes per id (10M ids ≤ 400 MB).
 //! Run: `cargo bench --bench dedup_memory`
 
+use envelope_router::bench::procstat;
 use envelope_router::pipeline::dedup::{fingerprint, DedupWindow};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -41,13 +42,7 @@ static ALLOC: Counting = Counting;
 
 /// This process's resident memory (`VmRSS`), in bytes.
 fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
-        .unwrap_or(0);
-    kb * 1024
+    procstat::rss_bytes().unwrap_or(0) as usize
 }
 
 fn main() {

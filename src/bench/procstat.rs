@@ -36,6 +36,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(status_number(&status, "VmHWM:")? * 1024) // in kB
 }
 
+/// Resident set size now, in bytes (`VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(status_number(&status, "VmRSS:")? * 1024) // in kB
+}
+
 /// The number after `key` in a `status` file (`VmHWM:  1234 kB`).
 fn status_number(status: &str, key: &str) -> Option<u64> {
     let value = status.lines().find_map(|l| l.strip_prefix(key))?;
