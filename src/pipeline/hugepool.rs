@@ -17,8 +17,11 @@
 //! at about the tables' final size instead of twice it, and spares a first
 //! touch of a fresh huge page per step (~12 ms a chunk in a VM whose host
 //! takes back free memory, where each is faulted in by the host too:
-//! BENCHMARKS.md, 2026-12-01, third session). Past [`RESERVE_CHUNKS`] empty
-//! chunks go back to the system.
+//! BENCHMARKS.md, 2026-12-01, third session). The reserve holds no more
+//! empty chunks than chunks are in use, and never more than
+//! [`RESERVE_CHUNKS`]: the rest go back to the system, so a small instance,
+//! or one whose partitions were all revoked, does not keep memory its
+//! tables gave up.
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -30,7 +33,7 @@ pub const CHUNK: usize = 2 << 20;
 pub const SMALLEST: usize = 64 << 10;
 /// Block sizes: 64, 128, 256, 512 KiB and 1 MiB.
 const CLASSES: usize = 5;
-/// Empty chunks kept mapped for reuse (64 MiB): about what 128 tables
+/// Most empty chunks kept mapped for reuse (64 MiB): about what 128 tables
 /// free while growing from 512 KiB to 1 MiB.
 pub const RESERVE_CHUNKS: usize = 32;
 
@@ -80,7 +83,7 @@ impl Pool {
 
     /// Gives back a block [`Pool::alloc`] returned for the same `bytes`.
     /// Once none of its chunk's blocks is in use the chunk goes to the
-    /// reserve, or is unmapped if the reserve is full.
+    /// reserve, and the reserve is trimmed to the chunks still in use.
     pub fn free(&mut self, block: NonNull<u8>, bytes: usize) {
         let Some(class) = class_of(bytes).map(|c| &mut self.classes[c]) else {
             return;
@@ -97,18 +100,26 @@ impl Pool {
         }
         class.used.remove(&base);
         class.free.retain(|b| b & !(CHUNK - 1) != base);
-        if self.reserve.len() < RESERVE_CHUNKS {
-            self.reserve.push(base);
-        } else {
-            // SAFETY: the chunk `map_chunk` mapped, no block of it in use.
-            unsafe { libc::munmap(base as *mut libc::c_void, CHUNK) };
+        self.reserve.push(base);
+        let keep = self.in_use().min(RESERVE_CHUNKS);
+        while self.reserve.len() > keep {
+            let Some(empty) = self.reserve.pop() else {
+                break;
+            };
+            // SAFETY: a chunk `map_chunk` mapped, no block of it in use.
+            unsafe { libc::munmap(empty as *mut libc::c_void, CHUNK) };
         }
+    }
+
+    /// Chunks with a block in use, over all sizes.
+    fn in_use(&self) -> usize {
+        self.classes.iter().map(|c| c.used.len()).sum()
     }
 
     /// Chunks mapped, over all sizes and the reserve.
     #[cfg(test)]
     fn chunks(&self) -> usize {
-        self.classes.iter().map(|c| c.used.len()).sum::<usize>() + self.reserve.len()
+        self.in_use() + self.reserve.len()
     }
 }
 
@@ -238,21 +249,32 @@ mod tests {
             pool.free(s, 512 << 10);
         }
         pool.free(c, 1 << 20);
-        assert_eq!(pool.reserve.len(), 2, "both chunks empty and kept");
+        assert_eq!(pool.chunks(), 0, "nothing in use, nothing kept");
     }
 
     #[test]
-    fn empty_chunks_past_the_reserve_are_unmapped() {
+    fn the_reserve_never_outgrows_the_chunks_in_use() {
         let mut pool = Pool::default();
-        let n = RESERVE_CHUNKS + 3;
-        let blocks: Vec<_> = (0..n).map(|_| pool.alloc(1 << 20).unwrap()).collect();
-        let more: Vec<_> = (0..n).map(|_| pool.alloc(1 << 20).unwrap()).collect();
+        // Two 1 MiB blocks per chunk, chunk by chunk.
+        let n = 2 * RESERVE_CHUNKS + 8;
+        let mut chunks: Vec<[NonNull<u8>; 2]> = (0..n)
+            .map(|_| [pool.alloc(1 << 20).unwrap(), pool.alloc(1 << 20).unwrap()])
+            .collect();
         assert_eq!(pool.chunks(), n);
-        for b in blocks.into_iter().chain(more) {
+        let mut empty = 0;
+        while let Some([a, b]) = chunks.pop() {
+            pool.free(a, 1 << 20);
             pool.free(b, 1 << 20);
+            empty += 1;
+            let in_use = n - empty;
+            assert_eq!(pool.in_use(), in_use);
+            assert_eq!(
+                pool.reserve.len(),
+                empty.min(in_use).min(RESERVE_CHUNKS),
+                "after {empty} chunks emptied"
+            );
         }
-        assert_eq!(pool.reserve.len(), RESERVE_CHUNKS);
-        assert_eq!(pool.chunks(), RESERVE_CHUNKS);
+        assert_eq!(pool.chunks(), 0, "the last table gone, no chunk kept");
     }
 
     #[test]
@@ -267,8 +289,9 @@ mod tests {
         assert_eq!(pool.chunks(), 2);
         assert!(pool.alloc(3 << 10).is_none(), "not a size it serves");
         pool.free(small, SMALLEST);
+        assert_eq!(pool.reserve.len(), 1, "kept while the other is in use");
         pool.free(large, 512 << 10);
-        assert_eq!(pool.reserve.len(), 2);
+        assert_eq!(pool.chunks(), 0);
     }
 
     #[test]
