@@ -1,7 +1,7 @@
 //! The benchmark harness (`bench`): a workload generator, two ceilings (the
 //! bare relay and the routing relay, `relay.rs`), the throughput run that
-//! measures them against the router (`harness.rs`), the latency run
-//! (`latency.rs`), per-process CPU and memory readings (`procstat.rs`), and
+//! measures them against the router (`harness.rs`) and its report
+//! (`report.rs`), the latency run (`latency.rs`), per-process CPU and memory readings (`procstat.rs`), and
 //! full dedup windows to start the router with (`prefill.rs`).
 
 mod harness;
@@ -9,7 +9,9 @@ mod latency;
 mod prefill;
 pub mod procstat;
 pub mod relay;
+mod report;
 pub mod workload;
 
-pub use harness::{run, BenchOptions, BenchReport, ChildSummary, Run, Side, Spread};
+pub use harness::{run, BenchOptions, ChildSummary};
 pub use latency::{latency, Latency, LatencyReport};
+pub use report::{BenchReport, Run, Side, Spread};
