@@ -7,7 +7,7 @@ use envelope_router::pipeline::dedup::DedupWindow;
 use envelope_router::pipeline::route::{DefaultAction, RouteSpec, Routes};
 use envelope_router::pipeline::schema::SchemaMode;
 use envelope_router::pipeline::template::CANONICAL_TOPIC;
-use envelope_router::pipeline::{Pipeline, PipelineConfig, Verdict};
+use envelope_router::pipeline::{EarlyId, Pipeline, PipelineConfig, Verdict};
 use envelope_router::registry::{FileRegistry, Registry, Resolver, SchemaCache};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -55,11 +55,14 @@ pub struct Core {
     cache: Arc<SchemaCache>,
     /// Two copies of the record, used in turn: record `n` is processed
     /// while record `n + 1`'s dedup line is prefetched, as the router's loop
-    /// does with the record it polled next (`Pipeline::prefetch`).
+    /// does with the record it polled next (`Pipeline::prefetch`), and
+    /// handed what that found of its id when it is processed.
     records: [Vec<u8>; 2],
     id_at: usize,
     window: DedupWindow,
     n: u64,
+    /// What the prefetch of the record processed next found of its id.
+    early: Option<EarlyId>,
 }
 
 impl Core {
@@ -87,6 +90,7 @@ impl Core {
             id_at,
             window: DedupWindow::default(),
             n: 0,
+            early: None,
         };
         core.set_id(1);
         core
@@ -105,13 +109,14 @@ impl Core {
         self.n += 1;
         let n = self.n;
         self.set_id(n + 1);
-        Pipeline::prefetch(&self.records[((n + 1) % 2) as usize], &self.window);
+        let next = Pipeline::prefetch(&self.records[((n + 1) % 2) as usize], &self.window);
         // One simulated second per 100k records, a 10 s window: about 1.1M
         // ids resident, each inserted once and expired once, as in the
         // router's steady state.
         let now_s = (n / 100_000) as u32;
-        let v = self.pipeline.process(
+        let v = self.pipeline.process_early(
             black_box(&self.records[(n % 2) as usize]),
+            std::mem::replace(&mut self.early, next),
             &mut self.window,
             now_s,
             &*self.cache,

@@ -19,7 +19,7 @@ use super::state::encode_opaque;
 use super::topic_handles::TopicHandles;
 use crate::config::Config;
 use crate::pipeline::dedup::eviction_shares;
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::{EarlyId, Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -238,7 +238,7 @@ impl<'c> Loop<'c, '_> {
 
     /// A fresh record: process it, or queue it behind its partition's
     /// backlog.
-    pub(super) fn handle(&mut self, Held { m, key }: Held<'c>) {
+    pub(super) fn handle(&mut self, Held { m, key, early }: Held<'c>) {
         let Some(key) = key else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
@@ -258,16 +258,18 @@ impl<'c> Loop<'c, '_> {
             }
             return;
         }
-        if let Err(WaitForSchema(id)) = self.process(&m, key) {
+        if let Err(WaitForSchema(id)) = self.process(&m, key, early) {
             self.wait_for_schema(key, id, m);
         }
     }
 
-    /// Runs the pipeline on one record and acts on the verdict.
+    /// Runs the pipeline on one record and acts on the verdict; `early` is
+    /// what the lookahead found of the record's id, if anything.
     pub(super) fn process(
         &mut self,
         m: &BorrowedMessage<'c>,
         (slot, epoch): (usize, u16),
+        early: Option<EarlyId>,
     ) -> Result<(), WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let arrived = self.now;
@@ -278,7 +280,7 @@ impl<'c> Loop<'c, '_> {
         };
         match self
             .pipeline
-            .process(record, &mut p.dedup, now_s, &*self.cache)
+            .process_early(record, early, &mut p.dedup, now_s, &*self.cache)
         {
             Verdict::AwaitSchema(id) => Err(WaitForSchema(id)),
             Verdict::Drop { reason, rule } => {

@@ -13,13 +13,15 @@
 //! again from the committed offset.
 
 use super::state::RouterState;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{EarlyId, Pipeline};
 use rdkafka::message::{BorrowedMessage, Message};
 
 /// A polled record and its assignment as of its poll (`None`: not ours).
 pub(super) struct Held<'c> {
     pub(super) m: BorrowedMessage<'c>,
     pub(super) key: Option<(usize, u16)>,
+    /// Its message id and fingerprint, once its dedup line was prefetched.
+    pub(super) early: Option<EarlyId>,
 }
 
 /// Up to two polled records waiting their turn, oldest first.
@@ -47,12 +49,16 @@ impl<'c> Lookahead<'c> {
     /// prefetches the dedup line of the record polled before it.
     pub(super) fn push(&mut self, state: &RouterState, m: BorrowedMessage<'c>) -> Option<Held<'c>> {
         Pipeline::prefetch_record(m.payload().unwrap_or_default());
-        if let Some(newer) = &self.newer {
-            prefetch_dedup(state, newer);
+        if let Some(newer) = &mut self.newer {
+            newer.early = prefetch_dedup(state, newer);
         }
         let key = self.key_of(state, &m);
         let due = self.oldest.take();
-        self.oldest = self.newer.replace(Held { m, key });
+        self.oldest = self.newer.replace(Held {
+            m,
+            key,
+            early: None,
+        });
         due
     }
 
@@ -82,14 +88,11 @@ impl<'c> Lookahead<'c> {
     }
 }
 
-/// Starts loading the dedup table line `held`'s record will probe.
+/// Starts loading the dedup table line `held`'s record will probe, and
+/// returns the id it found for that probe.
 #[inline]
-fn prefetch_dedup(state: &RouterState, held: &Held<'_>) {
-    let Some((slot, epoch)) = held.key else {
-        return;
-    };
-    let window = state.get(slot).filter(|p| p.epoch == epoch);
-    if let (Some(p), Some(record)) = (window, held.m.payload()) {
-        Pipeline::prefetch(record, &p.dedup);
-    }
+fn prefetch_dedup(state: &RouterState, held: &Held<'_>) -> Option<EarlyId> {
+    let (slot, epoch) = held.key?;
+    let p = state.get(slot).filter(|p| p.epoch == epoch)?;
+    Pipeline::prefetch(held.m.payload()?, &p.dedup)
 }

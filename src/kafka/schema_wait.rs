@@ -83,7 +83,7 @@ impl<'c> Loop<'c, '_> {
                 continue;
             };
             while let Some(m) = backlog.queue.pop_front() {
-                if let Err(WaitForSchema(id)) = self.process(&m, key) {
+                if let Err(WaitForSchema(id)) = self.process(&m, key, None) {
                     // Another unknown id further down: wait again, in order.
                     backlog.queue.push_front(m);
                     backlog.schema_id = id;

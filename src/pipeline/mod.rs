@@ -55,6 +55,38 @@ pub enum Verdict<'a> {
     AwaitSchema(u32),
 }
 
+/// A record's message id as found before its header is read (producers
+/// put it first), with its dedup fingerprint: what [`Pipeline::prefetch`]
+/// computed, handed on to [`Pipeline::process_early`].
+#[derive(Debug, Clone, Copy)]
+pub struct EarlyId {
+    /// Where the id starts in the record, and its length: it is used only
+    /// if the header reader finds the very same bytes.
+    at: usize,
+    len: usize,
+    fingerprint: u64,
+}
+
+impl EarlyId {
+    /// The leading message id of `record`, if it starts with one.
+    #[inline]
+    fn of(record: &[u8]) -> Option<EarlyId> {
+        let id = EnvelopeView::peek_message_id(record)?;
+        Some(EarlyId {
+            at: id.as_ptr() as usize,
+            len: id.len(),
+            fingerprint: fingerprint(id),
+        })
+    }
+
+    /// Whether `id` is the slice this was found at (a repeated field would
+    /// make the reader keep a later one).
+    #[inline]
+    fn is(&self, id: &[u8]) -> bool {
+        (self.at, self.len) == (id.as_ptr() as usize, id.len())
+    }
+}
+
 /// Settings of the per-record logic.
 pub struct PipelineConfig {
     /// Routing rules (with the subject template in `subject` mode).
@@ -136,18 +168,34 @@ impl Pipeline {
     /// read: a caller that knows the next record calls this before
     /// processing the current one, and the line arrives meanwhile. A hint:
     /// it changes nothing, and a record without a leading id is skipped.
+    /// The id found is returned for [`Pipeline::process_early`], so the
+    /// record's id is not found and hashed a second time.
     #[inline]
-    pub fn prefetch(record: &[u8], dedup: &DedupWindow) {
-        if let Some(id) = EnvelopeView::peek_message_id(record) {
-            dedup.prefetch(fingerprint(id));
-        }
+    pub fn prefetch(record: &[u8], dedup: &DedupWindow) -> Option<EarlyId> {
+        let early = EarlyId::of(record)?;
+        dedup.prefetch(early.fingerprint);
+        Some(early)
     }
 
     /// Decides what to do with one record. `dedup` is the window of the
     /// record's input partition; `now_s` the router clock in seconds.
+    #[inline]
     pub fn process<'a>(
         &mut self,
         record: &'a [u8],
+        dedup: &mut DedupWindow,
+        now_s: u32,
+        schemas: &impl SchemaLookup,
+    ) -> Verdict<'a> {
+        self.process_early(record, None, dedup, now_s, schemas)
+    }
+
+    /// [`Pipeline::process`] with what [`Pipeline::prefetch`] returned for
+    /// this same `record` (its dedup line was prefetched then).
+    pub fn process_early<'a>(
+        &mut self,
+        record: &'a [u8],
+        early: Option<EarlyId>,
         dedup: &mut DedupWindow,
         now_s: u32,
         schemas: &impl SchemaLookup,
@@ -166,10 +214,10 @@ impl Pipeline {
         // cache. Producers put the id first, so it is found without reading
         // the header: start loading its table line now, and it arrives while
         // the header is read and the plan found.
-        let early = EnvelopeView::peek_message_id(record).map(|id| {
-            let fp = fingerprint(id);
-            dedup.prefetch(fp);
-            (id.as_ptr(), fp)
+        let early = early.or_else(|| {
+            let early = EarlyId::of(record)?;
+            dedup.prefetch(early.fingerprint);
+            Some(early)
         });
         // Borrowed in place: the header is ~160 bytes, and each move of it
         // was a `memcpy` call on this path.
@@ -191,7 +239,7 @@ impl Pipeline {
         // The peeked id is the header's id when it is the same slice (a
         // repeated field would make the reader keep a later one).
         let fp = match early {
-            Some((at, fp)) if at == header.message_id.as_ptr() => fp,
+            Some(e) if e.is(header.message_id) => e.fingerprint,
             _ => fingerprint(header.message_id),
         };
         if !dedup.insert(fp, now_s) {
