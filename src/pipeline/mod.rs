@@ -212,13 +212,10 @@ impl Pipeline {
         }
         // With a million ids resident, the dedup probe below misses the
         // cache. Producers put the id first, so it is found without reading
-        // the header: start loading its table line now, and it arrives while
-        // the header is read and the plan found.
-        let early = early.or_else(|| {
-            let early = EarlyId::of(record)?;
-            dedup.prefetch(early.fingerprint);
-            Some(early)
-        });
+        // the header: start loading its table line now (unless the caller's
+        // prefetch did), and it arrives while the header is read and the
+        // plan found.
+        let early = early.or_else(|| Self::prefetch(record, dedup));
         // Borrowed in place: the header is ~160 bytes, and each move of it
         // was a `memcpy` call on this path.
         let read = EnvelopeView::try_read(record);
