@@ -101,11 +101,8 @@ impl Pool {
         class.used.remove(&base);
         class.free.retain(|b| b & !(CHUNK - 1) != base);
         self.reserve.push(base);
-        let keep = self.in_use().min(RESERVE_CHUNKS);
-        while self.reserve.len() > keep {
-            let Some(empty) = self.reserve.pop() else {
-                break;
-            };
+        let keep = self.in_use().min(RESERVE_CHUNKS).min(self.reserve.len());
+        for empty in self.reserve.drain(keep..) {
             // SAFETY: a chunk `map_chunk` mapped, no block of it in use.
             unsafe { libc::munmap(empty as *mut libc::c_void, CHUNK) };
         }
