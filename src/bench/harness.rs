@@ -41,6 +41,9 @@ pub struct BenchOptions {
     pub bootstrap: Option<String>,
     /// This binary (children are started from it).
     pub exe: PathBuf,
+    /// A command each child is started under (empty: none), with its
+    /// arguments, as cargo's `runner`.
+    pub runner: Vec<String>,
     /// Longest a side may run.
     pub timeout: Duration,
     /// Partitions of each pre-created output topic (routed topics, dead
@@ -508,7 +511,15 @@ fn count_preloaded(bootstrap: &str, topic: &str, expected: u64) -> anyhow::Resul
 }
 
 fn child(opts: &BenchOptions, args: &[&str]) -> anyhow::Result<ChildSummary> {
-    let out = Command::new(&opts.exe)
+    let mut command = match opts.runner.split_first() {
+        Some((runner, runner_args)) => {
+            let mut c = Command::new(runner);
+            c.args(runner_args).arg(&opts.exe);
+            c
+        }
+        None => Command::new(&opts.exe),
+    };
+    let out = command
         .args(args)
         .env(
             "ENVELOPE_ROUTER_TIMEOUT_S",

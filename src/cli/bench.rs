@@ -87,6 +87,11 @@ pub struct BenchArgs {
     /// walk, not the router, the bottleneck (see BENCHMARKS.md).
     #[arg(long, default_value_t = 2)]
     latency_partitions: i32,
+    /// Start each side's throughput runs under this command, split on
+    /// whitespace, like cargo's `runner` (e.g. `valgrind --tool=callgrind
+    /// --separate-threads=yes`, as `scripts/loop-instructions.sh` does).
+    #[arg(long)]
+    side_runner: Option<String>,
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -114,6 +119,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_rate,
         latency_seconds,
         latency_partitions,
+        side_runner,
     } = args;
     let sizes = match payload.as_str() {
         "mixed" => Sizes::LogUniform(200, 20_000),
@@ -135,6 +141,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         partitions,
         bootstrap,
         exe: std::env::current_exe()?,
+        runner: side_runner
+            .iter()
+            .flat_map(|r| r.split_whitespace())
+            .map(str::to_owned)
+            .collect(),
         timeout,
         output_partitions,
         brokers,

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Instructions per record of each bench side's loop thread, counted by
+# callgrind: a figure this VM's noisy host cannot move (BENCHMARKS.md,
+# "Where it stands"), for changes too small for the end-to-end harness.
+#
+#   scripts/loop-instructions.sh [--records N] [--keep DIR] [--bin PATH] [-- bench args]
+#
+# Runs `envelope-router bench --runs 1` twice, with N and 2N records (30000
+# by default, 256 B payloads, 1 broker, 128 partitions unless the bench
+# args say otherwise), each side under `valgrind --tool=callgrind
+# --separate-threads=yes`; the difference of each side's main-thread count
+# between the two, over N, leaves start-up and shutdown out. The main thread
+# is the consume loop on every side (the router with `workers: 1`).
+# librdkafka's statistics are turned off: their JSON is parsed on the loop
+# thread at a fixed interval, which under valgrind's slowdown is thousands
+# of instructions per record and varies with the run's length.
+# Prints one Markdown row per side and the router's ratio to the routing
+# relay; with --keep, the callgrind files stay in DIR for
+# `callgrind_annotate` (DIR/N/ and DIR/2N/). --bin measures that binary
+# instead of building this tree's (to compare two builds).
+#
+# The count is of instructions, not time: cache misses, page faults and the
+# host's stalls do not show, and under valgrind the threads of a process
+# take turns, so librdkafka's batching differs from a real run. Repeated
+# runs agree within about 1% (BENCHMARKS.md has the check).
+set -euo pipefail
+
+records=30000
+keep=""
+bin=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --records) records="$2"; shift 2 ;;
+    --keep) keep="$2"; shift 2 ;;
+    --bin) bin="$(realpath "$2")"; shift 2 ;;
+    --) shift; break ;;
+    *) echo "unknown argument $1 (bench args go after --)" >&2; exit 2 ;;
+  esac
+done
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+
+if [[ -z "$bin" ]]; then
+  cd "$(dirname "$0")/.."
+  cargo build --release --quiet
+  bin="$PWD/target/release/envelope-router"
+fi
+dir="${keep:-$(mktemp -d)}"
+[[ -n "$keep" ]] || trap 'rm -rf "$dir"' EXIT
+
+for n in "$records" "$((2 * records))"; do
+  mkdir -p "$dir/$n"
+  rm -f "$dir/$n"/cg.*
+  "$bin" bench --brokers 1 --partitions 128 --payload 256 "$@" --runs 1 \
+    -C statistics.interval.ms=0 -P statistics.interval.ms=0 \
+    --records "$n" --json "$dir/$n/report.json" \
+    --side-runner "valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=$dir/$n/cg.%p" \
+    >"$dir/$n/bench.log" 2>&1 || { tail -20 "$dir/$n/bench.log" >&2; exit 1; }
+done
+
+python3 - "$dir" "$records" <<'EOF'
+import glob, re, sys
+dir, n = sys.argv[1], int(sys.argv[2])
+
+def counts(sub):
+    """Main-thread instructions of each side, by side name."""
+    out = {}
+    for f in glob.glob(f"{dir}/{sub}/cg.*-01"):
+        cmd = total = None
+        for line in open(f):
+            if line.startswith("cmd:"):
+                cmd = line
+            elif line.startswith(("totals:", "summary:")):
+                total = int(line.split()[1])
+        if " run " in cmd:
+            side = "router"
+        elif "--routing" in cmd:
+            side = "routing relay"
+        else:
+            side = "bare relay"
+        out[side] = total
+    return out
+
+one, two = counts(n), counts(2 * n)
+per = {s: (two[s] - one[s]) / n for s in one}
+print("| side | loop-thread instructions per record |")
+print("| --- | --- |")
+for s in ["bare relay", "routing relay", "router"]:
+    print(f"| {s} | {per[s]:,.0f} |")
+print(f"\nrouter / routing relay: {per['router'] / per['routing relay']:.3f}; "
+      f"router / bare relay: {per['router'] / per['bare relay']:.3f}")
+EOF
