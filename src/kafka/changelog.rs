@@ -9,6 +9,7 @@
 
 use super::context::{unix_ms, unix_seconds, ProducerCtx};
 use super::state::RouterState;
+use super::topic_handles::{SendResult, TopicHandles};
 use crate::config::{Config, MissingState, TopicCreation};
 use crate::pipeline::changelog::{block_key, decode_block, encode_block, BYTES_PER_ID};
 use anyhow::{bail, Context as _};
@@ -21,10 +22,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Delivery opaque of changelog blocks: no input record settles on them.
 pub const CHANGELOG_OPAQUE: usize = usize::MAX;
+
+/// One block on its way to the producer.
+type Block<'a> = BaseRecord<'a, [u8], [u8], usize>;
 
 /// Most ids in one block (8 KiB of value).
 pub const BLOCK_IDS: usize = 1024;
@@ -35,7 +40,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One consume loop's handle on the changelog.
 pub struct Changelog {
     /// The topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     group: String,
     /// Changelog partitions (input partition `p` writes to `p % partitions`).
     partitions: i32,
@@ -50,7 +55,7 @@ impl Changelog {
     /// The changelog of loop `cfg`, with `partitions` from [`prepare`].
     pub fn new(cfg: &Config, partitions: i32) -> anyhow::Result<Changelog> {
         Ok(Changelog {
-            topic: cfg.changelog_topic(),
+            topic: cfg.changelog_topic().into(),
             group: cfg.input.group_id.clone(),
             partitions: partitions.max(1),
             window: cfg.dedup.window,
@@ -71,9 +76,29 @@ impl Changelog {
     /// (`only`: just these slots), counting them in the shared
     /// `changelog_in_flight`; ids librdkafka refuses (its queue is full)
     /// stay for the next call.
+    #[allow(clippy::result_large_err)] // the shape of BaseProducer::send
     pub fn write(&self, producer: &BaseProducer<ProducerCtx>, only: Option<&[usize]>) {
+        self.write_with(producer, only, |rec| producer.send(rec));
+    }
+
+    /// [`Changelog::write`] through the loop's topic handles: what the loop
+    /// does every turn. A send by name has librdkafka find the topic by a
+    /// linear scan of every topic the producer knows (~75 in the bench):
+    /// ~400 of the router's instructions per record at 256 B, one block per
+    /// ~16 records (BENCHMARKS.md, 2026-12-01, fifth session).
+    #[allow(clippy::result_large_err)] // the shape of BaseProducer::send
+    pub fn write_by_handle(&self, topics: &TopicHandles<ProducerCtx>, only: Option<&[usize]>) {
+        self.write_with(topics.producer(), only, |rec| topics.send(&self.topic, rec));
+    }
+
+    fn write_with(
+        &self,
+        producer: &BaseProducer<ProducerCtx>,
+        only: Option<&[usize]>,
+        send: impl FnMut(Block<'_>) -> SendResult<'_, [u8], [u8], usize>,
+    ) {
         let shared = &producer.context().shared;
-        let blocks = self.write_blocks(producer, &mut shared.lock(), only);
+        let blocks = self.write_blocks(producer, &mut shared.lock(), only, send);
         shared
             .changelog_in_flight
             .fetch_add(blocks, Ordering::Relaxed);
@@ -101,6 +126,7 @@ impl Changelog {
         producer: &BaseProducer<ProducerCtx>,
         state: &mut RouterState,
         only: Option<&[usize]>,
+        mut send: impl FnMut(Block<'_>) -> SendResult<'_, [u8], [u8], usize>,
     ) -> usize {
         let mut value = Vec::new();
         let mut blocks = 0;
@@ -115,13 +141,12 @@ impl Changelog {
             let mut sent = 0;
             for ids in p.unlogged.chunks(BLOCK_IDS) {
                 encode_block(ids, &mut value);
-                let rec =
-                    BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, CHANGELOG_OPAQUE)
-                        .partition(target)
-                        .key(&**key)
-                        .payload(&value)
-                        .timestamp(now_ms);
-                match producer.send(rec) {
+                let rec = Block::with_opaque_to(&self.topic, CHANGELOG_OPAQUE)
+                    .partition(target)
+                    .key(&**key)
+                    .payload(&value)
+                    .timestamp(now_ms);
+                match send(rec) {
                     Ok(()) => {
                         sent += ids.len();
                         blocks += 1;

@@ -89,6 +89,8 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) exit_after: Arc<super::run::ExitAfter>,
     /// Records read this turn, added to the stats at its end.
     pub(super) records_read: u64,
+    /// Records published this turn, added to the stats at its end.
+    pub(super) routed: u64,
     /// Records rejected this turn, added to the stats at its end.
     pub(super) rejections: crate::stats::RejectionTally,
 }
@@ -183,7 +185,7 @@ impl<'c> Loop<'c, '_> {
             self.resend_due();
             if let Some(changelog) = &self.changelog {
                 if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
-                    changelog.write(self.producer(), None);
+                    changelog.write_by_handle(&self.topics, None);
                     last_changelog = Instant::now();
                 }
             }
@@ -205,9 +207,12 @@ impl<'c> Loop<'c, '_> {
         self.shared.stats.loop_profile(self.shared.worker, &profile);
     }
 
-    /// Adds the counts kept during a turn (rejections, schema-cache hits)
-    /// to the shared counters.
+    /// Adds the counts kept during a turn (records published, rejections,
+    /// schema-cache hits) to the shared counters.
     fn flush_counts(&mut self) {
+        if self.routed > 0 {
+            self.shared.stats.routed_n(std::mem::take(&mut self.routed));
+        }
         self.rejections.flush(&self.shared.stats);
         self.pipeline.flush_counts(&*self.cache);
     }
@@ -315,16 +320,13 @@ impl<'c> Loop<'c, '_> {
                 );
                 p.outstanding += targets.len();
                 drop(state);
-                self.shared.stats.routed();
+                self.routed += 1;
                 let mut headers = if self.cfg.output.mirror_headers {
                     Some(mirror_headers(m, &header))
                 } else {
                     m.headers().map(|h| h.detach())
                 };
                 for (i, t) in targets.iter().enumerate() {
-                    if !self.topics.knows(&t.topic) {
-                        self.ensure_topic(&t.topic);
-                    }
                     // The last output takes the headers; earlier ones copy.
                     let h = if i + 1 == targets.len() {
                         headers.take()
@@ -333,6 +335,7 @@ impl<'c> Loop<'c, '_> {
                     };
                     self.send(&t.topic, m, h, encode_opaque(slot, epoch, seq));
                 }
+                self.ensure_new_topics();
                 Ok(())
             }
         }

@@ -251,6 +251,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         generation: ctl.live.generation(),
         exit_after: ctl.exit_after.clone(),
         records_read: 0,
+        routed: 0,
         rejections: Default::default(),
     };
     router.ensure_topic(&router.dead_letter_topic.clone());

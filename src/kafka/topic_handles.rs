@@ -17,7 +17,9 @@
 //! stream): one word hashed per record, not the name. Each `Arc` is held
 //! with its handle, so its address is not reused while it is remembered; a
 //! new `Arc` of a known name gets its own handle (librdkafka hands back the
-//! same topic with one more reference).
+//! same topic with one more reference). The names that got a handle are
+//! kept for [`TopicHandles::take_new_topics`], so the caller learns of a
+//! topic it has not sent to before without a second lookup per record.
 
 use crate::pipeline::dedup::IdentityHasher;
 use rdkafka::bindings as rdsys;
@@ -58,6 +60,8 @@ type ByAddress = HashMap<u64, (Arc<str>, Handle), BuildHasherDefault<IdentityHas
 pub struct TopicHandles<C: ProducerContext + 'static> {
     // Declared first: handles are released before the producer can be.
     handles: RefCell<ByAddress>,
+    /// Names that got a handle since the last [`TopicHandles::take_new_topics`].
+    new_topics: RefCell<Vec<Arc<str>>>,
     producer: Arc<BaseProducer<C>>,
 }
 
@@ -66,6 +70,7 @@ impl<C: ProducerContext + 'static> TopicHandles<C> {
     pub fn new(producer: Arc<BaseProducer<C>>) -> Self {
         TopicHandles {
             handles: RefCell::new(HashMap::default()),
+            new_topics: RefCell::default(),
             producer,
         }
     }
@@ -85,11 +90,15 @@ impl<C: ProducerContext + 'static> TopicHandles<C> {
         self.len() == 0
     }
 
-    /// Whether a handle is held for this very `Arc` (it was sent to, and
-    /// the map has not started over since).
+    /// The names that got a handle (were sent to by a new `Arc`, or after
+    /// the map started over) since the last call, oldest first; `None`
+    /// when there are none (the case of nearly every record).
     #[inline]
-    pub fn knows(&self, topic: &Arc<str>) -> bool {
-        self.handles.borrow().contains_key(&address(topic))
+    pub fn take_new_topics(&self) -> Option<Vec<Arc<str>>> {
+        if self.new_topics.borrow().is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut *self.new_topics.borrow_mut()))
     }
 
     /// Enqueues `record` to `topic` (the name the record carries) like
@@ -203,6 +212,7 @@ impl<C: ProducerContext + 'static> TopicHandles<C> {
             handles.clear(); // records in flight hold their own references
         }
         handles.insert(key, (topic.clone(), Handle(rkt)));
+        self.new_topics.borrow_mut().push(topic.clone());
         Ok(rkt.as_ptr())
     }
 }
@@ -258,8 +268,19 @@ mod tests {
         let by_name = BaseRecord::<str, str>::to("out.b").payload("5").key("k");
         assert!(handles.send_by_name(by_name).is_ok());
         assert_eq!(handles.len(), 3, "one handle per Arc, not per record");
-        assert!(handles.knows(&a) && handles.knows(&a_again) && handles.knows(&b));
-        assert!(!handles.knows(&"out.b".into()), "by Arc, not by name");
+        let new = handles.take_new_topics().expect("three new handles");
+        let by_arc = |n: &[Arc<str>], t: &Arc<str>| n.iter().any(|x| Arc::ptr_eq(x, t));
+        assert!(new.len() == 3 && by_arc(&new, &a) && by_arc(&new, &a_again) && by_arc(&new, &b));
+        assert!(
+            handles.take_new_topics().is_none(),
+            "each new topic is told once"
+        );
+        let again = BaseRecord::<str, str>::to(&a).payload("6").key("k");
+        assert!(handles.send(&a, again).is_ok());
+        assert!(
+            handles.take_new_topics().is_none(),
+            "a known Arc is not new"
+        );
         handles.producer().flush(Duration::from_secs(10)).unwrap();
 
         let consumer: BaseConsumer = ClientConfig::new()
@@ -271,7 +292,7 @@ mod tests {
         consumer.subscribe(&["out.a", "out.b"]).unwrap();
         let mut got: Vec<(String, String)> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while got.len() < 5 && Instant::now() < deadline {
+        while got.len() < 6 && Instant::now() < deadline {
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                 let m = m.unwrap();
                 let payload = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
@@ -281,7 +302,7 @@ mod tests {
         got.sort();
         let want: Vec<(String, String)> = [("out.a", "1"), ("out.a", "2"), ("out.a", "3")]
             .into_iter()
-            .chain([("out.b", "4"), ("out.b", "5")])
+            .chain([("out.a", "6"), ("out.b", "4"), ("out.b", "5")])
             .map(|(t, p)| (t.to_string(), p.to_string()))
             .collect();
         assert_eq!(got, want);

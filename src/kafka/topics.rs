@@ -11,8 +11,8 @@ use std::sync::Arc;
 pub const MAX_KNOWN_TOPICS: usize = 100_000;
 
 /// Output topics already asked for, by name. The loop checks it only for
-/// a topic name's `Arc` it has no topic handle for yet
-/// ([`TopicHandles::knows`](super::topic_handles::TopicHandles::knows)):
+/// a topic name's `Arc` that just got its topic handle
+/// ([`TopicHandles::take_new_topics`](super::topic_handles::TopicHandles::take_new_topics)):
 /// once per stream plan, not once per record.
 #[derive(Default)]
 pub(super) struct KnownTopics {
@@ -33,6 +33,22 @@ impl KnownTopics {
 }
 
 impl Loop<'_, '_> {
+    /// Checks or creates ([`Loop::ensure_topic`]) each topic sent to for the
+    /// first time since the last call; its first records wait in librdkafka
+    /// for its metadata meanwhile.
+    #[inline]
+    pub(super) fn ensure_new_topics(&mut self) {
+        let Some(new) = self.topics.take_new_topics() else {
+            return;
+        };
+        for topic in new {
+            // The changelog's topic was checked at start-up (`changelog.rs`).
+            if self.changelog.as_ref().is_none_or(|c| c.topic != topic) {
+                self.ensure_topic(&topic);
+            }
+        }
+    }
+
     /// Creates an output topic through the admin API (in the background) the
     /// first time it is used; with `broker`/`none` creation only records it.
     pub(super) fn ensure_topic(&mut self, topic: &Arc<str>) {

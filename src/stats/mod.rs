@@ -223,10 +223,10 @@ impl Stats {
             .increment(n);
     }
 
-    /// A record was routed to at least one output topic.
+    /// `n` records were routed to at least one output topic.
     #[inline]
-    pub fn routed(&self) {
-        self.routed.fetch_add(1, Relaxed);
+    pub fn routed_n(&self, n: u64) {
+        self.routed.fetch_add(n, Relaxed);
     }
 
     /// A record left the pipeline without being published.
