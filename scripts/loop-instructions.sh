@@ -8,9 +8,13 @@
 # Runs `envelope-router bench --runs 1` twice, with N and 2N records (30000
 # by default, 256 B payloads, 1 broker, 128 partitions unless the bench
 # args say otherwise), each side under `valgrind --tool=callgrind
-# --separate-threads=yes`; the difference of each side's main-thread count
-# between the two, over N, leaves start-up and shutdown out. The main thread
-# is the consume loop on every side (the router with `workers: 1`).
+# --separate-threads=yes`. Two figures per side: its loop function's
+# inclusive count in the 2N run over 2N (`Loop::run`, `relay::run`: the
+# steadier, ±1% over repeated runs; it includes the group join and the
+# last idle polls, 15-40M instructions), and its main thread's count in
+# the 2N run minus the N run, over N (start-up out, but ±3%: the work per
+# loop turn moves with valgrind's scheduling). The main thread is the
+# consume loop on every side (the router with `workers: 1`).
 # librdkafka's statistics are turned off: their JSON is parsed on the loop
 # thread at a fixed interval, which under valgrind's slowdown is thousands
 # of instructions per record and varies with the run's length.
@@ -21,8 +25,8 @@
 #
 # The count is of instructions, not time: cache misses, page faults and the
 # host's stalls do not show, and under valgrind the threads of a process
-# take turns, so librdkafka's batching differs from a real run. Repeated
-# runs agree within about 1% (BENCHMARKS.md has the check).
+# take turns, so librdkafka's batching differs from a real run
+# (BENCHMARKS.md, 2026-12-01, fifth session, has repeated runs).
 set -euo pipefail
 
 records=30000
@@ -58,11 +62,17 @@ for n in "$records" "$((2 * records))"; do
 done
 
 python3 - "$dir" "$records" <<'EOF'
-import glob, re, sys
+import glob, re, subprocess, sys
 dir, n = sys.argv[1], int(sys.argv[2])
+LOOPS = ("event_loop::Loop::run", "relay::run")
+
+def side_of(cmd):
+    if " run " in cmd:
+        return "router"
+    return "routing relay" if "--routing" in cmd else "bare relay"
 
 def counts(sub):
-    """Main-thread instructions of each side, by side name."""
+    """Per side: (main-thread instructions, loop function's inclusive ones)."""
     out = {}
     for f in glob.glob(f"{dir}/{sub}/cg.*-01"):
         cmd = total = None
@@ -71,21 +81,22 @@ def counts(sub):
                 cmd = line
             elif line.startswith(("totals:", "summary:")):
                 total = int(line.split()[1])
-        if " run " in cmd:
-            side = "router"
-        elif "--routing" in cmd:
-            side = "routing relay"
-        else:
-            side = "bare relay"
-        out[side] = total
+        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", f],
+                              capture_output=True, text=True, check=True).stdout
+        loop = next(int(m.group(1).replace(",", "")) for m in
+                    (re.match(r"\s*([\d,]+) .*?(\S+) \(\d+x\)", l) for l in text.splitlines())
+                    if m and m.group(2).endswith(LOOPS))
+        out[side_of(cmd)] = (total, loop)
     return out
 
 one, two = counts(n), counts(2 * n)
-per = {s: (two[s] - one[s]) / n for s in one}
-print("| side | loop-thread instructions per record |")
-print("| --- | --- |")
+thread = {s: (two[s][0] - one[s][0]) / n for s in one}
+loop = {s: two[s][1] / (2 * n) for s in two}
+print(f"| side | loop function, {2 * n} records | main thread, {2 * n} minus {n} |")
+print("| --- | --- | --- |")
 for s in ["bare relay", "routing relay", "router"]:
-    print(f"| {s} | {per[s]:,.0f} |")
-print(f"\nrouter / routing relay: {per['router'] / per['routing relay']:.3f}; "
-      f"router / bare relay: {per['router'] / per['bare relay']:.3f}")
+    print(f"| {s} | {loop[s]:,.0f} | {thread[s]:,.0f} |")
+r = lambda d, b: d["router"] / d[b]
+print(f"\nrouter / routing relay: {r(loop, 'routing relay'):.3f} (loop), {r(thread, 'routing relay'):.3f} (thread); "
+      f"router / bare relay: {r(loop, 'bare relay'):.3f}, {r(thread, 'bare relay'):.3f}")
 EOF

@@ -148,10 +148,12 @@ impl ProducerCtx {
         let now = Instant::now();
         // Event times come from producers: i64::MIN must not overflow.
         let unix_now = self.shared.wall_clock.unix_ms_at(now);
+        let now_ns = self.shared.wall_clock.nanos_at(now);
         let mut tally = SettledTally::default();
         state.settle_acked(|s| {
             let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
-            tally.record(now.saturating_duration_since(s.arrived), event_age);
+            let latency_s = now_ns.saturating_sub(s.arrived_ns) as f64 * 1e-9;
+            tally.record(latency_s, event_age);
         });
         self.shared.stats.add_settled(&mut tally);
     }
@@ -294,6 +296,13 @@ impl Default for WallClock {
 }
 
 impl WallClock {
+    /// Nanoseconds from this clock's base to the monotonic instant `at`:
+    /// what the settlement ledger keeps of a record's arrival.
+    #[inline]
+    pub fn nanos_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
     /// Unix milliseconds at the monotonic instant `at`.
     pub fn unix_ms_at(&self, at: Instant) -> i64 {
         let since = at.saturating_duration_since(self.base).as_millis() as i64;

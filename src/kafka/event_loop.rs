@@ -62,8 +62,13 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) admin: Option<Arc<AdminClient<DefaultClientContext>>>,
     pub(super) runtime: tokio::runtime::Handle,
     /// The loop's clock for records: read at each turn's start and every
-    /// [`CLOCK_EVERY`] records, not once per record.
+    /// [`CLOCK_EVERY`] records, not once per record ([`Loop::set_now`]).
     pub(super) now: Instant,
+    /// `now` in nanoseconds on the wall clock's base: the ledger's arrival
+    /// time (`WallClock::nanos_at`).
+    pub(super) now_ns: u64,
+    /// `now` in unix seconds: the dedup windows' arrival time.
+    pub(super) now_s: u32,
     /// By `(slot, epoch)`, so a revoked assignment's backlog is never resumed.
     pub(super) backlogs: HashMap<(usize, u16), Backlog<'c>>,
     /// Partitions paused for backpressure, by `(topic, partition)`.
@@ -129,10 +134,10 @@ impl<'c> Loop<'c, '_> {
                     let now = Instant::now();
                     t.wait = now - mark;
                     mark = now;
-                    self.now = now;
+                    self.set_now(now);
                     idle = polled.is_none();
                 } else if i % CLOCK_EVERY == 0 {
-                    self.now = Instant::now();
+                    self.set_now(Instant::now());
                 }
                 match polled {
                     Some(Ok(m)) => {
@@ -207,6 +212,15 @@ impl<'c> Loop<'c, '_> {
         self.shared.stats.loop_profile(self.shared.worker, &profile);
     }
 
+    /// Reads the records' clock: `now` and what is derived from it once,
+    /// not per record.
+    pub(super) fn set_now(&mut self, now: Instant) {
+        let clock = &self.shared.wall_clock;
+        self.now = now;
+        self.now_ns = clock.nanos_at(now);
+        self.now_s = unix_seconds(clock.unix_ms_at(now));
+    }
+
     /// Adds the counts kept during a turn (records published, rejections,
     /// schema-cache hits) to the shared counters.
     fn flush_counts(&mut self) {
@@ -277,8 +291,7 @@ impl<'c> Loop<'c, '_> {
         early: Option<EarlyId>,
     ) -> Result<(), WaitForSchema> {
         let record = m.payload().unwrap_or_default();
-        let arrived = self.now;
-        let now_s = unix_seconds(self.shared.wall_clock.unix_ms_at(arrived));
+        let (arrived, now_s) = (self.now_ns, self.now_s);
         let mut state = self.shared.lock();
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
             return Ok(()); // revoked meanwhile

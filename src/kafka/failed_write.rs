@@ -13,7 +13,7 @@ use super::retry::Retry;
 use crate::pipeline::Reason;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A write that failed, with what is needed to write it (or its dead
 /// letter) again.
@@ -154,7 +154,9 @@ impl Shared {
                 drop(state);
                 self.stats.dead_letter_unwritten();
                 if let Some(s) = settled {
-                    self.stats.settled(s.arrived.elapsed(), None);
+                    let now_ns = self.wall_clock.nanos_at(Instant::now());
+                    let latency = Duration::from_nanos(now_ns.saturating_sub(s.arrived_ns));
+                    self.stats.settled(latency, None);
                 }
                 tracing::error!(error = %error, source.topic = source.topic, source.partition, source.offset, "dead letter refused even without its payload: the record is settled without a copy; it is still in the input at these coordinates");
             }

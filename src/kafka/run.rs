@@ -238,6 +238,8 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         admin: common.admin.clone(),
         runtime: common.runtime.clone(),
         now: Instant::now(),
+        now_ns: 0, // set below
+        now_s: 0,
         backlogs: HashMap::new(),
         paused: HashSet::new(),
         known_topics: Default::default(),
@@ -254,6 +256,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         routed: 0,
         rejections: Default::default(),
     };
+    router.set_now(Instant::now());
     router.ensure_topic(&router.dead_letter_topic.clone());
     if common.consuming.fetch_add(1, Ordering::Relaxed) + 1 == cfg.workers.max(1) {
         ctl.ready.store(true, Ordering::Relaxed);

@@ -349,7 +349,6 @@ fn widen(base: u64, seq32: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn find_follows_assign_and_revoke_across_topics() {
@@ -425,19 +424,11 @@ mod tests {
         let mut s = RouterState::default();
         let slot = s.assign("raw", 0);
         let epoch = s.get_mut(slot).unwrap().epoch;
-        let seq = s
-            .get_mut(slot)
-            .unwrap()
-            .ledger
-            .push(0, 1, Instant::now(), None);
+        let seq = s.get_mut(slot).unwrap().ledger.push(0, 1, 0, None);
         s.revoke(slot);
         let again = s.assign("raw", 0);
         assert_eq!(again, slot, "the slot is reused");
-        let seq2 = s
-            .get_mut(slot)
-            .unwrap()
-            .ledger
-            .push(0, 1, Instant::now(), None);
+        let seq2 = s.get_mut(slot).unwrap().ledger.push(0, 1, 0, None);
         assert_eq!(seq, seq2);
         assert!(
             s.settle(encode_opaque(slot, epoch, seq)).is_none(),
@@ -456,9 +447,7 @@ mod tests {
         let slot = s.assign("raw", 0);
         let epoch = s.get(slot).unwrap().epoch;
         let p = s.get_mut(slot).unwrap();
-        let seq = p
-            .ledger
-            .push_published(7, 2, Instant::now(), None, Some(42));
+        let seq = p.ledger.push_published(7, 2, 0, None, Some(42));
         p.outstanding = 2;
         let opaque = encode_opaque(slot, epoch, seq);
         assert_eq!(s.failed_attempt(opaque, "out-a"), 1);
@@ -496,7 +485,7 @@ mod tests {
         let mut opaques = Vec::new();
         for (slot, offset) in (0..20).map(|i| (if i % 2 == 0 { a } else { b }, i)) {
             let p = s.get_mut(slot).unwrap();
-            let seq = p.ledger.push(offset, 2, Instant::now(), Some(offset));
+            let seq = p.ledger.push(offset, 2, 0, Some(offset));
             p.outstanding += 2;
             opaques.push(encode_opaque(slot, p.epoch, seq));
         }

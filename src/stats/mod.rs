@@ -102,12 +102,13 @@ pub struct SettledTally {
 }
 
 impl SettledTally {
-    /// A record settled `latency` after it was read; its envelope's event
-    /// time was `event_age_ms` ago (negative: in the future, counted as 0).
+    /// A record settled `latency_s` seconds after it was read; its
+    /// envelope's event time was `event_age_ms` ago (negative: in the
+    /// future, counted as 0).
     #[inline]
-    pub fn record(&mut self, latency: Duration, event_age_ms: Option<i64>) {
+    pub fn record(&mut self, latency_s: f64, event_age_ms: Option<i64>) {
         self.records += 1;
-        self.arrival.record(latency.as_secs_f64());
+        self.arrival.record(latency_s);
         if let Some(ms) = event_age_ms {
             self.event_time.record(ms.max(0) as f64 / 1000.0);
         }
@@ -302,7 +303,7 @@ impl Stats {
     /// Every output of a record was acknowledged (or it was dropped).
     pub fn settled(&self, latency: Duration, event_age_ms: Option<i64>) {
         let mut tally = SettledTally::default();
-        tally.record(latency, event_age_ms);
+        tally.record(latency.as_secs_f64(), event_age_ms);
         self.add_settled(&mut tally);
     }
 
