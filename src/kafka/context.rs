@@ -147,8 +147,8 @@ impl ProducerCtx {
         }
         let now = Instant::now();
         // Event times come from producers: i64::MIN must not overflow.
-        let unix_now = self.shared.wall_clock.unix_ms_at(now);
         let now_ns = self.shared.wall_clock.nanos_at(now);
+        let unix_now = self.shared.wall_clock.unix_ms_at_nanos(now_ns);
         let mut tally = SettledTally::default();
         state.settle_acked(|s| {
             let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
@@ -305,10 +305,16 @@ impl WallClock {
 
     /// Unix milliseconds at the monotonic instant `at`.
     pub fn unix_ms_at(&self, at: Instant) -> i64 {
-        let since = at.saturating_duration_since(self.base).as_millis() as i64;
+        self.unix_ms_at_nanos(self.nanos_at(at))
+    }
+
+    /// Unix milliseconds at `nanos` past this clock's base
+    /// ([`WallClock::nanos_at`]).
+    #[inline]
+    pub fn unix_ms_at_nanos(&self, nanos: u64) -> i64 {
         self.unix_at_base
             .load(Ordering::Relaxed)
-            .saturating_add(since)
+            .saturating_add((nanos / 1_000_000) as i64)
     }
 
     /// Follows the system clock (NTP steps and slews).

@@ -218,7 +218,7 @@ impl<'c> Loop<'c, '_> {
         let clock = &self.shared.wall_clock;
         self.now = now;
         self.now_ns = clock.nanos_at(now);
-        self.now_s = unix_seconds(clock.unix_ms_at(now));
+        self.now_s = unix_seconds(clock.unix_ms_at_nanos(self.now_ns));
     }
 
     /// Adds the counts kept during a turn (records published, rejections,
