@@ -152,8 +152,7 @@ impl ProducerCtx {
         let mut tally = SettledTally::default();
         state.settle_acked(|s| {
             let event_age = s.event_time_ms.map(|t| unix_now.saturating_sub(t));
-            let latency_s = now_ns.saturating_sub(s.arrived_ns) as f64 * 1e-9;
-            tally.record(latency_s, event_age);
+            tally.record(s.latency_s(now_ns), event_age);
         });
         self.shared.stats.add_settled(&mut tally);
     }

@@ -155,7 +155,7 @@ impl Shared {
                 self.stats.dead_letter_unwritten();
                 if let Some(s) = settled {
                     let now_ns = self.wall_clock.nanos_at(Instant::now());
-                    let latency = Duration::from_nanos(now_ns.saturating_sub(s.arrived_ns));
+                    let latency = Duration::from_secs_f64(s.latency_s(now_ns));
                     self.stats.settled(latency, None);
                 }
                 tracing::error!(error = %error, source.topic = source.topic, source.partition, source.offset, "dead letter refused even without its payload: the record is settled without a copy; it is still in the input at these coordinates");

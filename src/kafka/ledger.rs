@@ -37,6 +37,15 @@ pub struct Settled {
     pub fingerprint: Option<u64>,
 }
 
+impl Settled {
+    /// Seconds from its arrival to `now_ns` on the same clock (0 if the
+    /// clock reads earlier).
+    #[inline]
+    pub fn latency_s(&self, now_ns: u64) -> f64 {
+        now_ns.saturating_sub(self.arrived_ns) as f64 * 1e-9
+    }
+}
+
 /// The ledger of one input partition. Sequence numbers are per partition and
 /// contiguous, so a delivery report finds its record by index.
 #[derive(Debug, Default)]
@@ -209,6 +218,19 @@ mod tests {
         assert_eq!(l.settle(b), None);
         assert_eq!(l.settle(a), None);
         assert_eq!(l.settle(999), None);
+    }
+
+    #[test]
+    fn latency_is_seconds_since_arrival_and_never_negative() {
+        let mut l = Ledger::default();
+        let seq = l.push(0, 1, 2_000_000_000, None);
+        let s = l.settle(seq).unwrap();
+        assert_eq!(s.latency_s(2_500_000_000), 0.5);
+        assert_eq!(
+            s.latency_s(1_000_000_000),
+            0.0,
+            "a clock that reads earlier"
+        );
     }
 
     #[test]
