@@ -64,10 +64,13 @@ pub struct Shared {
     pub changelog_in_flight: AtomicUsize,
 }
 
+/// The router state, locked ([`Shared::lock`]).
+pub type StateGuard<'s> = std::sync::MutexGuard<'s, RouterState>;
+
 impl Shared {
     /// Locks the state (a poisoned lock means a callback panicked: carry on
     /// with the state as it is rather than abort the process).
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, RouterState> {
+    pub fn lock(&self) -> StateGuard<'_> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

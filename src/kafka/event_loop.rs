@@ -8,7 +8,7 @@
 //! them), and housekeep dedup windows and gauges.
 
 use super::changelog::Changelog;
-use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared};
+use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared, StateGuard};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::lookahead::{Held, Lookahead};
@@ -70,7 +70,9 @@ pub(super) struct Loop<'c, 'a> {
     /// `now` in unix seconds: the dedup windows' arrival time.
     pub(super) now_s: u32,
     /// By `(slot, epoch)`, so a revoked assignment's backlog is never resumed.
-    pub(super) backlogs: HashMap<(usize, u16), Backlog<'c>>,
+    /// Looked up for every record while any partition waits: hashed with
+    /// foldhash, not SipHash (~60 instructions a record in a count).
+    pub(super) backlogs: HashMap<(usize, u16), Backlog<'c>, foldhash::fast::FixedState>,
     /// Partitions paused for backpressure, by `(topic, partition)`.
     pub(super) paused: HashSet<(String, i32)>,
     pub(super) known_topics: super::topics::KnownTopics,
@@ -123,6 +125,9 @@ impl<'c> Loop<'c, '_> {
             let mut queue_full = false;
             let mut mark = Instant::now();
             let upkeep_before = mark - turn_start;
+            // Its own handle on the state, so a record's lock can be held
+            // across `&mut self` calls: one lock per record, not two.
+            let shared = Arc::clone(&self.shared);
             // A record is handled two polls after it arrived (`lookahead.rs`).
             let mut held = Lookahead::default();
             for i in 0..BATCH {
@@ -142,9 +147,11 @@ impl<'c> Loop<'c, '_> {
                 match polled {
                     Some(Ok(m)) => {
                         records += 1;
-                        let due = held.push(&self.shared.lock(), m);
-                        if let Some(h) = due {
-                            self.handle(h);
+                        // The new record's assignment and the due record's
+                        // processing under one lock.
+                        let state = shared.lock();
+                        if let Some(h) = held.push(&state, m) {
+                            self.handle(state, h);
                         }
                     }
                     Some(Err(e)) => {
@@ -167,7 +174,7 @@ impl<'c> Loop<'c, '_> {
                 first_wait = Duration::ZERO;
             }
             for h in held.drain() {
-                self.handle(h);
+                self.handle(shared.lock(), h);
             }
             let now = Instant::now();
             t.process = now - mark;
@@ -256,8 +263,9 @@ impl<'c> Loop<'c, '_> {
     }
 
     /// A fresh record: process it, or queue it behind its partition's
-    /// backlog.
-    pub(super) fn handle(&mut self, Held { m, key, early }: Held<'c>) {
+    /// backlog. `state` is the router state, locked by the caller.
+    #[inline]
+    pub(super) fn handle(&mut self, state: StateGuard<'_>, Held { m, key, early }: Held<'c>) {
         let Some(key) = key else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
@@ -270,6 +278,7 @@ impl<'c> Loop<'c, '_> {
         };
         self.records_read += 1;
         if let Some(b) = self.backlogs.get_mut(&key) {
+            drop(state);
             b.queue.push_back(m);
             if b.queue.len() == PAUSE_BACKLOG {
                 let (topic, partition) = (b.queue[0].topic().to_owned(), b.queue[0].partition());
@@ -277,22 +286,24 @@ impl<'c> Loop<'c, '_> {
             }
             return;
         }
-        if let Err(WaitForSchema(id)) = self.process(&m, key, early) {
+        if let Err(WaitForSchema(id)) = self.process(state, &m, key, early) {
             self.wait_for_schema(key, id, m);
         }
     }
 
     /// Runs the pipeline on one record and acts on the verdict; `early` is
-    /// what the lookahead found of the record's id, if anything.
+    /// what the lookahead found of the record's id, if anything. `state`,
+    /// locked by the caller, is released before the record is sent: a full
+    /// producer queue serves delivery reports, which lock it.
     pub(super) fn process(
         &mut self,
+        mut state: StateGuard<'_>,
         m: &BorrowedMessage<'c>,
         (slot, epoch): (usize, u16),
         early: Option<EarlyId>,
     ) -> Result<(), WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let (arrived, now_s) = (self.now_ns, self.now_s);
-        let mut state = self.shared.lock();
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
             return Ok(()); // revoked meanwhile
         };
@@ -318,9 +329,10 @@ impl<'c> Loop<'c, '_> {
                 self.send(&self.dead_letter_topic, m, Some(headers), opaque);
                 Ok(())
             }
+            // By reference: moved out, the 160-byte header view was copied.
             Verdict::Publish {
-                header,
-                plan,
+                ref header,
+                ref plan,
                 fingerprint,
             } => {
                 let targets = plan.targets();
@@ -335,7 +347,7 @@ impl<'c> Loop<'c, '_> {
                 drop(state);
                 self.routed += 1;
                 let mut headers = if self.cfg.output.mirror_headers {
-                    Some(mirror_headers(m, &header))
+                    Some(mirror_headers(m, header))
                 } else {
                     m.headers().map(|h| h.detach())
                 };
@@ -356,6 +368,7 @@ impl<'c> Loop<'c, '_> {
 
     /// Enqueues one output; waits (serving deliveries) while librdkafka's
     /// queue is full; a refused record goes to the retry queue.
+    #[inline]
     pub(super) fn send(
         &self,
         topic: &Arc<str>,
@@ -385,39 +398,63 @@ impl<'c> Loop<'c, '_> {
     /// for any other reason, goes down the failure path (`failed_write.rs`):
     /// parked for a retry, or a verdict. With `topic` (the record's own
     /// topic, in an `Arc`) it is sent by that topic's handle, else by name.
-    pub(super) fn enqueue(
+    #[inline]
+    pub(super) fn enqueue(&self, topic: Option<&Arc<str>>, rec: BaseRecord<'_, [u8], [u8], usize>) {
+        if let Err((e, rec)) = self.try_send(topic, rec) {
+            self.enqueue_refused(topic, e, rec);
+        }
+    }
+
+    /// One attempt of [`Loop::enqueue`].
+    #[inline]
+    #[allow(clippy::result_large_err)] // the shape of BaseProducer::send
+    fn try_send<'r>(
         &self,
         topic: Option<&Arc<str>>,
+        rec: BaseRecord<'r, [u8], [u8], usize>,
+    ) -> super::topic_handles::SendResult<'r, [u8], [u8], usize> {
+        match topic {
+            Some(topic) => self.topics.send(topic, rec),
+            None => self.topics.send_by_name(rec),
+        }
+    }
+
+    /// [`Loop::enqueue`] of a write librdkafka refused: kept out of the
+    /// per-record path.
+    #[cold]
+    #[inline(never)]
+    fn enqueue_refused(
+        &self,
+        topic: Option<&Arc<str>>,
+        mut e: KafkaError,
         mut rec: BaseRecord<'_, [u8], [u8], usize>,
     ) {
         loop {
-            let sent = match topic {
-                Some(topic) => self.topics.send(topic, rec),
-                None => self.topics.send_by_name(rec),
-            };
-            match sent {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+            match e {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
                     if !self.queue_wait_left.get().is_zero() && !self.stopping() =>
                 {
-                    rec = r;
                     let step = Duration::from_millis(5).min(self.queue_wait_left.get());
                     ProducerCtx::poll(self.producer(), step);
                     self.queue_wait_left
                         .set(self.queue_wait_left.get().saturating_sub(step));
                 }
-                Err((e, r)) => {
+                _ => {
                     let failed = FailedWrite {
-                        opaque: r.delivery_opaque,
-                        topic: r.topic,
-                        key: r.key,
-                        payload: r.payload,
-                        headers: r.headers,
-                        timestamp: r.timestamp,
+                        opaque: rec.delivery_opaque,
+                        topic: rec.topic,
+                        key: rec.key,
+                        payload: rec.payload,
+                        headers: rec.headers,
+                        timestamp: rec.timestamp,
                     };
                     self.shared.write_failed(failed, &e);
                     return;
                 }
+            }
+            match self.try_send(topic, rec) {
+                Ok(()) => return,
+                Err((again, r)) => (e, rec) = (again, r),
             }
         }
     }

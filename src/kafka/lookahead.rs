@@ -47,6 +47,7 @@ impl<'c> Lookahead<'c> {
     /// Takes a record just polled and returns the one due for handling, if
     /// any. Under `state`'s lock: reads the new record's assignment and
     /// prefetches the dedup line of the record polled before it.
+    #[inline]
     pub(super) fn push(&mut self, state: &RouterState, m: BorrowedMessage<'c>) -> Option<Held<'c>> {
         Pipeline::prefetch_record(m.payload().unwrap_or_default());
         if let Some(newer) = &mut self.newer {

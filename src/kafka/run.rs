@@ -240,7 +240,7 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         now: Instant::now(),
         now_ns: 0, // set below
         now_s: 0,
-        backlogs: HashMap::new(),
+        backlogs: HashMap::default(),
         paused: HashSet::new(),
         known_topics: Default::default(),
         resolved: mpsc::channel(),

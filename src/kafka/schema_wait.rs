@@ -78,12 +78,13 @@ impl<'c> Loop<'c, '_> {
             .filter(|(_, b)| ids.contains(&b.schema_id))
             .map(|(k, _)| *k)
             .collect();
+        let shared = std::sync::Arc::clone(&self.shared);
         for key in keys {
             let Some(mut backlog) = self.backlogs.remove(&key) else {
                 continue;
             };
             while let Some(m) = backlog.queue.pop_front() {
-                if let Err(WaitForSchema(id)) = self.process(&m, key, None) {
+                if let Err(WaitForSchema(id)) = self.process(shared.lock(), &m, key, None) {
                     // Another unknown id further down: wait again, in order.
                     backlog.queue.push_front(m);
                     backlog.schema_id = id;
