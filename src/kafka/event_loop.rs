@@ -18,6 +18,7 @@ use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
 use super::topic_handles::TopicHandles;
 use crate::config::Config;
+use crate::envelope::EnvelopeView;
 use crate::pipeline::dedup::eviction_shares;
 use crate::pipeline::{EarlyId, Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
@@ -329,9 +330,8 @@ impl<'c> Loop<'c, '_> {
                 self.send(&self.dead_letter_topic, m, Some(headers), opaque);
                 Ok(())
             }
-            // By reference: moved out, the 160-byte header view was copied.
             Verdict::Publish {
-                ref header,
+                event_time_ms,
                 ref plan,
                 fingerprint,
             } => {
@@ -340,14 +340,17 @@ impl<'c> Loop<'c, '_> {
                     m.offset(),
                     targets.len() as u32,
                     arrived,
-                    header.event_time_ms,
+                    event_time_ms,
                     Some(fingerprint),
                 );
                 p.outstanding += targets.len();
                 drop(state);
                 self.routed += 1;
                 let mut headers = if self.cfg.output.mirror_headers {
-                    Some(mirror_headers(m, header))
+                    // Read again (it was, so it reads): an opt-in's cost.
+                    EnvelopeView::try_read(record)
+                        .map(|v| mirror_headers(m, v.header()))
+                        .or_else(|| m.headers().map(|h| h.detach()))
                 } else {
                     m.headers().map(|h| h.detach())
                 };

@@ -25,11 +25,13 @@ use std::sync::Arc;
 
 /// What to do with one record.
 #[derive(Debug)]
-pub enum Verdict<'a> {
+pub enum Verdict {
     /// Republish the record's bytes unchanged to each target.
     Publish {
-        /// The header, for mirror headers, metrics and latency.
-        header: HeaderView<'a>,
+        /// The envelope's event time, unix ms (for event-time latency).
+        /// The header itself is not carried: its 160-byte view was copied
+        /// into every published verdict; mirroring it reads it again.
+        event_time_ms: Option<i64>,
         /// The plan holding the targets (shared by every record of the stream).
         plan: Arc<StreamPlan>,
         /// The message id's fingerprint, for the dedup changelog once the
@@ -180,26 +182,26 @@ impl Pipeline {
     /// Decides what to do with one record. `dedup` is the window of the
     /// record's input partition; `now_s` the router clock in seconds.
     #[inline]
-    pub fn process<'a>(
+    pub fn process(
         &mut self,
-        record: &'a [u8],
+        record: &[u8],
         dedup: &mut DedupWindow,
         now_s: u32,
         schemas: &impl SchemaLookup,
-    ) -> Verdict<'a> {
+    ) -> Verdict {
         self.process_early(record, None, dedup, now_s, schemas)
     }
 
     /// [`Pipeline::process`] with what [`Pipeline::prefetch`] returned for
     /// this same `record` (its dedup line was prefetched then).
-    pub fn process_early<'a>(
+    pub fn process_early(
         &mut self,
-        record: &'a [u8],
+        record: &[u8],
         early: Option<EarlyId>,
         dedup: &mut DedupWindow,
         now_s: u32,
         schemas: &impl SchemaLookup,
-    ) -> Verdict<'a> {
+    ) -> Verdict {
         if record.len() > self.cfg.max_record_bytes {
             return dead_letter(
                 Reason::TooLarge,
@@ -245,12 +247,9 @@ impl Pipeline {
                 rule: None,
             };
         }
-        // The published verdict is built here, in the return slot: built in
-        // `decide` and returned through a local, its 160-byte header was
-        // copied twice per record (two `memcpy` calls).
         match self.decide(header, &plan, schemas) {
             None => Verdict::Publish {
-                header: *header,
+                event_time_ms: header.event_time_ms,
                 plan,
                 fingerprint: fp,
             },
@@ -270,7 +269,7 @@ impl Pipeline {
         header: &HeaderView<'_>,
         plan: &StreamPlan,
         schemas: &impl SchemaLookup,
-    ) -> Option<Verdict<'static>> {
+    ) -> Option<Verdict> {
         let info = match self.known.get(&header.schema_id) {
             Some(info) => {
                 self.memo_hits += 1;
@@ -330,7 +329,7 @@ impl Pipeline {
 /// explanation.
 #[cold]
 #[inline(never)]
-fn malformed(record: &[u8]) -> Verdict<'static> {
+fn malformed(record: &[u8]) -> Verdict {
     let detail = match EnvelopeView::read(record) {
         Err(e) => e.to_string(),
         Ok(_) => unreachable!("try_read refused what read accepts"),
@@ -338,7 +337,7 @@ fn malformed(record: &[u8]) -> Verdict<'static> {
     dead_letter(Reason::Malformed, detail)
 }
 
-fn dead_letter(reason: Reason, detail: String) -> Verdict<'static> {
+fn dead_letter(reason: Reason, detail: String) -> Verdict {
     Verdict::DeadLetter { reason, detail }
 }
 
@@ -398,7 +397,7 @@ mod tests {
             .to_vec()
     }
 
-    fn reason(v: &Verdict<'_>) -> Option<Reason> {
+    fn reason(v: &Verdict) -> Option<Reason> {
         match v {
             Verdict::Drop { reason, .. } | Verdict::DeadLetter { reason, .. } => Some(*reason),
             _ => None,
@@ -440,8 +439,15 @@ mod tests {
         let mut w = DedupWindow::default();
         let r = record("match", 1, b"id-1");
         match p.process(&r, &mut w, 0, &registry()) {
-            Verdict::Publish { header, plan, .. } => {
-                assert_eq!(header.category, "match");
+            Verdict::Publish {
+                event_time_ms,
+                plan,
+                ..
+            } => {
+                assert_eq!(
+                    event_time_ms,
+                    EnvelopeView::read(&r).unwrap().header().event_time_ms
+                );
                 assert_eq!(&*plan.targets()[0].topic, "prod.glutton.1234.match-v1");
             }
             other => panic!("{other:?}"),
