@@ -17,6 +17,7 @@ use crate::envelope::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// One value or a list; strings may be globs (`*`, `?`, `[...]`).
@@ -243,7 +244,45 @@ pub struct StreamPlan {
     pub route: RouteDecision,
     /// The registry subject, when a subject template is set.
     pub subject: Option<String>,
+    /// The last schema id found registered under `subject` (`subject`
+    /// mode), so the next record of the stream with that id skips the
+    /// search of its subjects.
+    pub subject_memo: SubjectMemo,
 }
+
+/// A stream's last successful subject check: a schema id, and the
+/// generation of the pipeline's schema memo it was checked against (so a
+/// schema info fetched again is checked again). Zero: none yet.
+#[derive(Debug, Default)]
+pub struct SubjectMemo(AtomicU64);
+
+impl SubjectMemo {
+    /// What is remembered for `schema_id` checked in `generation` (≥ 1).
+    #[inline]
+    pub fn key(generation: u32, schema_id: u32) -> u64 {
+        (u64::from(generation) << 32) | u64::from(schema_id)
+    }
+
+    /// Whether `key` was the last check that passed.
+    #[inline]
+    pub fn holds(&self, key: u64) -> bool {
+        self.0.load(Relaxed) == key
+    }
+
+    /// Remembers a check that passed.
+    #[inline]
+    pub fn remember(&self, key: u64) {
+        self.0.store(key, Relaxed);
+    }
+}
+
+/// A memo is not part of what a plan decides.
+impl PartialEq for SubjectMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for SubjectMemo {}
 
 impl StreamPlan {
     /// The publish targets (empty unless the route publishes).
@@ -505,6 +544,7 @@ impl Routes {
         StreamPlan {
             route: self.route(h),
             subject: self.subject.as_ref().map(|t| t.render(h)),
+            subject_memo: SubjectMemo::default(),
         }
     }
 
