@@ -27,6 +27,11 @@
 # host's stalls do not show, and under valgrind the threads of a process
 # take turns, so librdkafka's batching differs from a real run
 # (BENCHMARKS.md, 2026-12-01, fifth session, has repeated runs).
+# Run length matters for the ratio: the default count overstates the
+# router by a few points (clock-driven work such as schema ids expiring
+# from the registry cache happens within valgrind's slow minutes, and the
+# ledger and dedup windows grow from empty; sixth session). Compare two
+# builds at one length; for the ratio itself use --records 150000.
 set -euo pipefail
 
 records=30000
