@@ -291,7 +291,7 @@ impl Pipeline {
                 SchemaState::Known(info) => {
                     if self.known.len() >= KNOWN_SCHEMAS_LIMIT {
                         self.known.clear();
-                        self.known_generation = self.known_generation.wrapping_add(1).max(1);
+                        self.known_changed();
                     }
                     self.known.entry(header.schema_id).or_insert(info)
                 }
@@ -300,31 +300,34 @@ impl Pipeline {
         // A stream's records mostly share a schema id: once its subject was
         // found among the id's subjects, the next record with that id of
         // the same known entry skips the search (string compares).
-        let memo = SubjectMemo::key(self.known_generation, header.schema_id);
-        match (&plan.subject, self.cfg.schema_mode) {
-            (Some(subject), SchemaMode::Subject)
-                if !plan.subject_memo.holds(memo) && !info.subjects.contains(subject) =>
-            {
-                if schemas.refresh(header.schema_id) {
-                    // Registered under more subjects since it was fetched?
-                    self.known.remove(&header.schema_id);
-                    self.known_generation = self.known_generation.wrapping_add(1).max(1);
-                    return Some(Verdict::AwaitSchema(header.schema_id));
+        if let (Some(subject), SchemaMode::Subject) = (&plan.subject, self.cfg.schema_mode) {
+            let memo = SubjectMemo::key(self.known_generation, header.schema_id);
+            if !plan.subject_memo.holds(memo) {
+                if !info.subjects.contains(subject) {
+                    if schemas.refresh(header.schema_id) {
+                        // Registered under more subjects since it was fetched?
+                        self.known.remove(&header.schema_id);
+                        self.known_changed();
+                        return Some(Verdict::AwaitSchema(header.schema_id));
+                    }
+                    return Some(dead_letter(
+                        Reason::SchemaSubjectMismatch,
+                        format!(
+                            "schema id {} is registered under {:?}, not under {subject:?}",
+                            header.schema_id, info.subjects
+                        ),
+                    ));
                 }
-                Some(dead_letter(
-                    Reason::SchemaSubjectMismatch,
-                    format!(
-                        "schema id {} is registered under {:?}, not under {subject:?}",
-                        header.schema_id, info.subjects
-                    ),
-                ))
-            }
-            (Some(_), SchemaMode::Subject) => {
                 plan.subject_memo.remember(memo);
-                Self::route_verdict(plan)
             }
-            _ => Self::route_verdict(plan),
         }
+        Self::route_verdict(plan)
+    }
+
+    /// An entry of `known` was dropped or replaced: the streams' subject
+    /// memos of the entries before stop holding.
+    fn known_changed(&mut self) {
+        self.known_generation = self.known_generation.wrapping_add(1).max(1);
     }
 
     /// The verdict of a record whose schema check passed: `None` to
