@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 /// Most records taken from the consumer per loop iteration.
 const BATCH: usize = 2048;
-/// Records between two reads of the loop's clock (`Loop::now`): its
+/// Records between two reads of the loop's clock (`Loop::set_now`): its
 /// error stays well under a millisecond (a record takes a few µs).
 const CLOCK_EVERY: usize = 64;
 /// How often settled watermarks are stored for auto-commit.
@@ -62,13 +62,12 @@ pub(super) struct Loop<'c, 'a> {
     pub(super) resolver: Arc<Resolver>,
     pub(super) admin: Option<Arc<AdminClient<DefaultClientContext>>>,
     pub(super) runtime: tokio::runtime::Handle,
-    /// The loop's clock for records: read at each turn's start and every
-    /// [`CLOCK_EVERY`] records, not once per record ([`Loop::set_now`]).
-    pub(super) now: Instant,
-    /// `now` in nanoseconds on the wall clock's base: the ledger's arrival
-    /// time (`WallClock::nanos_at`).
+    /// The loop's clock for records, read at each turn's start and every
+    /// [`CLOCK_EVERY`] records, not once per record ([`Loop::set_now`]):
+    /// in nanoseconds on the wall clock's base, the ledger's arrival time
+    /// (`WallClock::nanos_at`).
     pub(super) now_ns: u64,
-    /// `now` in unix seconds: the dedup windows' arrival time.
+    /// The same reading in unix seconds: the dedup windows' arrival time.
     pub(super) now_s: u32,
     /// By `(slot, epoch)`, so a revoked assignment's backlog is never resumed.
     /// Looked up for every record while any partition waits: hashed with
@@ -220,11 +219,10 @@ impl<'c> Loop<'c, '_> {
         self.shared.stats.loop_profile(self.shared.worker, &profile);
     }
 
-    /// Reads the records' clock: `now` and what is derived from it once,
-    /// not per record.
+    /// Reads the records' clock at `now`: what the records need of it,
+    /// derived once, not per record.
     pub(super) fn set_now(&mut self, now: Instant) {
         let clock = &self.shared.wall_clock;
-        self.now = now;
         self.now_ns = clock.nanos_at(now);
         self.now_s = unix_seconds(clock.unix_ms_at_nanos(self.now_ns));
     }

@@ -237,7 +237,6 @@ fn worker(n: usize, cfg: &Config, ctl: &RunControl, common: &Common) -> anyhow::
         resolver: common.resolver.clone(),
         admin: common.admin.clone(),
         runtime: common.runtime.clone(),
-        now: Instant::now(),
         now_ns: 0, // set below
         now_s: 0,
         backlogs: HashMap::default(),
