@@ -321,7 +321,7 @@ fn health_readiness_and_metrics_endpoints() {
         m.contains("envelope_router_end_to_end_seconds_count{from=\"arrival\"} 0\n"),
         "{m}"
     );
-    stats.settled(std::time::Duration::from_millis(3), Some(1_500));
+    stats.settled(0.003, Some(1_500));
     let m = get("/metrics");
     for series in [
         "envelope_router_end_to_end_seconds_bucket{from=\"arrival\",le=\"0.002\"} 0\n",

@@ -13,7 +13,7 @@ use super::retry::Retry;
 use crate::pipeline::Reason;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A write that failed, with what is needed to write it (or its dead
 /// letter) again.
@@ -155,8 +155,7 @@ impl Shared {
                 self.stats.dead_letter_unwritten();
                 if let Some(s) = settled {
                     let now_ns = self.wall_clock.nanos_at(Instant::now());
-                    let latency = Duration::from_secs_f64(s.latency_s(now_ns));
-                    self.stats.settled(latency, None);
+                    self.stats.settled(s.latency_s(now_ns), None);
                 }
                 tracing::error!(error = %error, source.topic = source.topic, source.partition, source.offset, "dead letter refused even without its payload: the record is settled without a copy; it is still in the input at these coordinates");
             }

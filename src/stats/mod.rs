@@ -300,10 +300,11 @@ impl Stats {
         OTHER_TOPICS
     }
 
-    /// Every output of a record was acknowledged (or it was dropped).
-    pub fn settled(&self, latency: Duration, event_age_ms: Option<i64>) {
+    /// Every output of a record was acknowledged (or it was dropped),
+    /// `latency_s` seconds after it was read ([`SettledTally::record`]).
+    pub fn settled(&self, latency_s: f64, event_age_ms: Option<i64>) {
         let mut tally = SettledTally::default();
-        tally.record(latency.as_secs_f64(), event_age_ms);
+        tally.record(latency_s, event_age_ms);
         self.add_settled(&mut tally);
     }
 
