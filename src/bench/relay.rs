@@ -20,7 +20,7 @@ use crate::envelope::EnvelopeView;
 use crate::kafka::context::serve_deliveries;
 use crate::kafka::profile::ProducerDigest;
 use crate::kafka::topic_handles::TopicHandles;
-use crate::kafka::{consumer_config, producer_config};
+use crate::kafka::{consumer_config, producer_config, POLL_PHASE};
 use crate::pipeline::route::{RouteDecision, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -126,6 +126,7 @@ pub fn run(
     let mut first: Option<Instant> = None;
     let mut start = super::procstat::Reading::default();
     let (mut consumed, mut written, mut bytes) = (0u64, 0u64, 0u64);
+    let mut phase = Vec::with_capacity(POLL_PHASE);
     while consumed < exit_after || ok.load(Relaxed) < written {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -137,41 +138,53 @@ pub fn run(
             failed.load(Relaxed)
         );
         let mut wait = Duration::from_millis(1);
-        for _ in 0..2048 {
-            let Some(m) = consumer.poll(wait) else { break };
-            wait = Duration::ZERO;
-            let m = m?;
-            if first.is_none() {
-                // CPU counts from here, as the router's does.
-                start = super::procstat::Reading::now();
-                first = Some(Instant::now());
+        // As the router does ([`POLL_PHASE`]): a phase of
+        // records polled, then relayed.
+        let mut polled = 0;
+        while polled < 2048 {
+            phase.clear();
+            while phase.len() < POLL_PHASE && polled < 2048 {
+                let Some(m) = consumer.poll(wait) else { break };
+                wait = Duration::ZERO;
+                phase.push(m?);
+                polled += 1;
             }
-            consumed += 1;
-            let payload = m.payload().unwrap_or_default();
-            bytes += payload.len() as u64;
-            match &mut routes {
-                Ok(routes) => match EnvelopeView::read(payload) {
-                    Ok(view) => match &routes.plan(view.header()).route {
-                        RouteDecision::Publish(targets) => {
-                            for t in targets {
-                                send(&producer, &t.topic, &m)?;
+            if phase.is_empty() {
+                break;
+            }
+            for m in phase.drain(..) {
+                if first.is_none() {
+                    // CPU counts from here, as the router's does.
+                    start = super::procstat::Reading::now();
+                    first = Some(Instant::now());
+                }
+                consumed += 1;
+                let payload = m.payload().unwrap_or_default();
+                bytes += payload.len() as u64;
+                match &mut routes {
+                    Ok(routes) => match EnvelopeView::read(payload) {
+                        Ok(view) => match &routes.plan(view.header()).route {
+                            RouteDecision::Publish(targets) => {
+                                for t in targets {
+                                    send(&producer, &t.topic, &m)?;
+                                    written += 1;
+                                }
+                            }
+                            RouteDecision::Drop(_) => {}
+                            _ => {
+                                send(&producer, &dead_letter, &m)?;
                                 written += 1;
                             }
-                        }
-                        RouteDecision::Drop(_) => {}
-                        _ => {
+                        },
+                        Err(_) => {
                             send(&producer, &dead_letter, &m)?;
                             written += 1;
                         }
                     },
-                    Err(_) => {
-                        send(&producer, &dead_letter, &m)?;
+                    Err(output) => {
+                        send(&producer, output, &m)?;
                         written += 1;
                     }
-                },
-                Err(output) => {
-                    send(&producer, output, &m)?;
-                    written += 1;
                 }
             }
         }

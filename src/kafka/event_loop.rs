@@ -11,7 +11,7 @@ use super::changelog::Changelog;
 use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared, StateGuard};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
-use super::lookahead::{Held, Lookahead};
+use super::lookahead::{Held, Lookahead, POLL_PHASE};
 use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
@@ -108,6 +108,7 @@ impl<'c> Loop<'c, '_> {
         let mut last_housekeeping = Instant::now();
         let mut last_changelog = Instant::now();
         let mut profile = LoopProfile::default();
+        let generation = self.shared.lock().generation_handle();
         while !self.stopping() {
             let turn_start = Instant::now();
             self.take_reload();
@@ -128,7 +129,8 @@ impl<'c> Loop<'c, '_> {
             // Its own handle on the state, so a record's lock can be held
             // across `&mut self` calls: one lock per record, not two.
             let shared = Arc::clone(&self.shared);
-            // A record is handled two polls after it arrived (`lookahead.rs`).
+            // Records are polled a phase at a time, then handled
+            // (`lookahead.rs`).
             let mut held = Lookahead::default();
             for i in 0..BATCH {
                 let polled = self.consumer.poll(first_wait);
@@ -147,11 +149,9 @@ impl<'c> Loop<'c, '_> {
                 match polled {
                     Some(Ok(m)) => {
                         records += 1;
-                        // The new record's assignment and the due record's
-                        // processing under one lock.
-                        let state = shared.lock();
-                        if let Some(h) = held.push(&state, m) {
-                            self.handle(state, h);
+                        held.stage(&shared, &generation, m);
+                        if held.staged() == POLL_PHASE {
+                            self.handle_staged(&shared, &mut held);
                         }
                     }
                     Some(Err(e)) => {
@@ -173,6 +173,7 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
+            self.handle_staged(&shared, &mut held);
             for h in held.drain() {
                 self.handle(shared.lock(), h);
             }
@@ -259,6 +260,20 @@ impl<'c> Loop<'c, '_> {
                 tracing::error!(error = %e, generation, "reloaded routes failed to compile; keeping the previous ones")
             }
         }
+    }
+
+    /// Handles the records polled since the last phase, in order: the
+    /// state is locked once per record, for the lookahead's dedup prefetch
+    /// of one record and the handling of the one before.
+    fn handle_staged(&mut self, shared: &Shared, held: &mut Lookahead<'c>) {
+        let mut phase = held.take_staged();
+        for h in phase.drain(..) {
+            let state = shared.lock();
+            if let Some(due) = held.push(&state, h) {
+                self.handle(state, due);
+            }
+        }
+        held.restage(phase);
     }
 
     /// A fresh record: process it, or queue it behind its partition's

@@ -1,10 +1,13 @@
-//! The loop's lookahead: a polled record is handled two polls later, so
-//! the memory it needs arrives meanwhile. When polled, its first cache line
-//! (where the header and its message id begin) starts loading; a record
-//! librdkafka's broker thread just fetched is not in the loop core's cache.
-//! One poll later, with that line in, its dedup table line starts loading
-//! (`Pipeline::prefetch`); with a million ids resident that probe would
-//! otherwise miss. One poll after that it is handled.
+//! The loop's lookahead. A turn polls a phase of up to [`POLL_PHASE`] records,
+//! then handles them in order, so librdkafka's consumer code and the
+//! router's own each stay in the instruction cache through a phase. When
+//! polled, a record's first cache line (where the header and its message
+//! id begin) starts loading; a record librdkafka's broker thread just
+//! fetched is not in the loop core's cache. When the phase is handled,
+//! each record waits two records more: as the next one is taken, its dedup
+//! table line starts loading (`Pipeline::prefetch`; with a million ids
+//! resident that probe would otherwise miss), and one record later it is
+//! handled.
 //!
 //! A record's assignment `(slot, epoch)` is read when it is polled, before
 //! the next poll can run a rebalance callback: if its partition is revoked
@@ -12,9 +15,11 @@
 //! matches and the record is skipped; the partition's next owner reads it
 //! again from the committed offset.
 
+use super::context::Shared;
 use super::state::RouterState;
 use crate::pipeline::{EarlyId, Pipeline};
 use rdkafka::message::{BorrowedMessage, Message};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A polled record and its assignment as of its poll (`None`: not ours).
 pub(super) struct Held<'c> {
@@ -24,9 +29,18 @@ pub(super) struct Held<'c> {
     pub(super) early: Option<EarlyId>,
 }
 
-/// Up to two polled records waiting their turn, oldest first.
+/// Most records polled before the loop hands them on: a turn polls a
+/// phase of records, then handles them, so librdkafka's consumer code and
+/// the router's own each stay in the instruction cache through a phase
+/// instead of evicting each other at every record (simulated: 119 → 70
+/// misses per record; BENCHMARKS.md, 2026-12-01, seventh session).
+pub const POLL_PHASE: usize = 32;
+
+/// Records polled and not yet handled: up to [`POLL_PHASE`] staged, then two
+/// waiting their turn, oldest first.
 #[derive(Default)]
 pub(super) struct Lookahead<'c> {
+    staged: Vec<Held<'c>>,
     oldest: Option<Held<'c>>,
     newer: Option<Held<'c>>,
     /// The assignment of the last record's partition.
@@ -44,33 +58,74 @@ struct LastKey {
 }
 
 impl<'c> Lookahead<'c> {
-    /// Takes a record just polled and returns the one due for handling, if
-    /// any. Under `state`'s lock: reads the new record's assignment and
-    /// prefetches the dedup line of the record polled before it.
+    /// Takes a record just polled, before the next poll can run a
+    /// rebalance callback: starts loading its first line and reads its
+    /// assignment, locking the state only when its partition is not the
+    /// last record's or a rebalance ran since (`generation`, the state's
+    /// [`RouterState::generation_handle`]).
     #[inline]
-    pub(super) fn push(&mut self, state: &RouterState, m: BorrowedMessage<'c>) -> Option<Held<'c>> {
+    pub(super) fn stage(
+        &mut self,
+        shared: &Shared,
+        generation: &AtomicU64,
+        m: BorrowedMessage<'c>,
+    ) {
         Pipeline::prefetch_record(m.payload().unwrap_or_default());
-        if let Some(newer) = &mut self.newer {
-            newer.early = prefetch_dedup(state, newer);
-        }
-        let key = self.key_of(state, &m);
-        let due = self.oldest.take();
-        self.oldest = self.newer.replace(Held {
+        let key = self.key_of(shared, generation, &m);
+        self.staged.push(Held {
             m,
             key,
             early: None,
         });
+    }
+
+    /// Records staged since the last [`Lookahead::take_staged`].
+    #[inline]
+    pub(super) fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// The staged records, oldest first, for [`Lookahead::push`] one by
+    /// one; hand the emptied `Vec` back with [`Lookahead::restage`].
+    pub(super) fn take_staged(&mut self) -> Vec<Held<'c>> {
+        std::mem::take(&mut self.staged)
+    }
+
+    /// Takes back the `Vec` of [`Lookahead::take_staged`], emptied (its
+    /// capacity serves the next phase).
+    pub(super) fn restage(&mut self, mut emptied: Vec<Held<'c>>) {
+        emptied.clear();
+        self.staged = emptied;
+    }
+
+    /// Takes a staged record and returns the one due for handling, if any.
+    /// Under `state`'s lock: prefetches the dedup line of the record taken
+    /// before it.
+    #[inline]
+    pub(super) fn push(&mut self, state: &RouterState, h: Held<'c>) -> Option<Held<'c>> {
+        if let Some(newer) = &mut self.newer {
+            newer.early = prefetch_dedup(state, newer);
+        }
+        let due = self.oldest.take();
+        self.oldest = self.newer.replace(h);
         due
     }
 
     /// `(slot, epoch)` of `m`'s partition ([`RouterState::key_of`]).
     #[inline]
-    fn key_of(&mut self, state: &RouterState, m: &BorrowedMessage<'c>) -> Option<(usize, u16)> {
+    fn key_of(
+        &mut self,
+        shared: &Shared,
+        generation: &AtomicU64,
+        m: &BorrowedMessage<'c>,
+    ) -> Option<(usize, u16)> {
         let (rkt, partition) = (m.topic_ptr() as usize, m.partition());
-        let generation = state.assignment_generation();
+        let now = generation.load(Ordering::Acquire);
         match &self.last {
-            Some(l) if (l.rkt, l.partition, l.generation) == (rkt, partition, generation) => l.key,
+            Some(l) if (l.rkt, l.partition, l.generation) == (rkt, partition, now) => l.key,
             _ => {
+                let state = shared.lock();
+                let generation = state.assignment_generation();
                 let key = state.key_of(m.topic(), partition);
                 self.last = Some(LastKey {
                     rkt,
@@ -83,8 +138,10 @@ impl<'c> Lookahead<'c> {
         }
     }
 
-    /// The records still held, oldest first (at the end of a loop turn).
+    /// The two records waiting their turn, oldest first (at the end of a
+    /// loop turn, once every staged record was pushed).
     pub(super) fn drain(&mut self) -> impl Iterator<Item = Held<'c>> {
+        debug_assert!(self.staged.is_empty());
         self.oldest.take().into_iter().chain(self.newer.take())
     }
 }

@@ -6,6 +6,7 @@ use super::retry::RetryQueue;
 use crate::pipeline::dedup::DedupWindow;
 use crate::stats::Stats;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// One assigned input partition.
@@ -36,8 +37,9 @@ pub struct PartitionState {
 pub struct RouterState {
     slots: Vec<Option<PartitionState>>,
     next_epoch: u16,
-    /// Moves on every assign and revoke ([`RouterState::assignment_generation`]).
-    generation: u64,
+    /// Moves on every assign and revoke ([`RouterState::assignment_generation`]);
+    /// shared so the loop can check a remembered key without the lock.
+    generation: Arc<AtomicU64>,
     /// Failed writes waiting to be sent again.
     pub retries: RetryQueue,
     /// Failed sends so far per (delivery opaque, output topic); kept apart
@@ -119,7 +121,7 @@ impl RouterState {
             return i;
         }
         self.next_epoch = self.next_epoch.wrapping_add(1);
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         let state = PartitionState {
             topic: topic.into(),
             partition,
@@ -152,7 +154,7 @@ impl RouterState {
     /// forgets its pending retries: the next owner reads those records again.
     pub fn revoke(&mut self, slot: usize) -> Option<PartitionState> {
         let state = self.slots.get_mut(slot)?.take()?;
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         if let Some(slots) = usize::try_from(state.partition)
             .ok()
             .and_then(|p| self.by_partition.get_mut(p))
@@ -190,7 +192,15 @@ impl RouterState {
     /// unchanged.
     #[inline]
     pub fn assignment_generation(&self) -> u64 {
-        self.generation
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The assignment generation, readable without the state's lock: it
+    /// moves under the lock, inside the consumer's rebalance callback, so
+    /// a reading taken after a poll returns sees every rebalance that poll
+    /// ran.
+    pub fn generation_handle(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.generation)
     }
 
     /// The state in a slot.
