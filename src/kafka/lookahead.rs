@@ -32,7 +32,7 @@ pub(super) struct Held<'c> {
 /// Most records polled before the loop hands them on: a turn polls a
 /// phase of records, then handles them, so librdkafka's consumer code and
 /// the router's own each stay in the instruction cache through a phase
-/// instead of evicting each other at every record (simulated: 119 → 70
+/// instead of evicting each other at every record (simulated: 119 → 88.5
 /// misses per record; BENCHMARKS.md, 2026-12-01, seventh session).
 pub const POLL_PHASE: usize = 32;
 
