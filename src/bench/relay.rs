@@ -20,7 +20,7 @@ use crate::envelope::EnvelopeView;
 use crate::kafka::context::serve_deliveries;
 use crate::kafka::profile::ProducerDigest;
 use crate::kafka::topic_handles::TopicHandles;
-use crate::kafka::{consumer_config, producer_config, POLL_PHASE};
+use crate::kafka::{consumer_config, producer_config, POLL_PHASE, TURN_RECORDS};
 use crate::pipeline::route::{RouteDecision, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -138,12 +138,12 @@ pub fn run(
             failed.load(Relaxed)
         );
         let mut wait = Duration::from_millis(1);
-        // As the router does ([`POLL_PHASE`]): a phase of
-        // records polled, then relayed.
+        // As the router's loop turn ([`TURN_RECORDS`]) does: a phase of
+        // records ([`POLL_PHASE`]) polled, then relayed.
         let mut polled = 0;
-        while polled < 2048 {
+        while polled < TURN_RECORDS {
             phase.clear();
-            while phase.len() < POLL_PHASE && polled < 2048 {
+            while phase.len() < POLL_PHASE && polled < TURN_RECORDS {
                 let Some(m) = consumer.poll(wait) else { break };
                 wait = Duration::ZERO;
                 phase.push(m?);

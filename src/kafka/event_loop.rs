@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// Most records taken from the consumer per loop iteration.
-const BATCH: usize = 2048;
+/// Most records taken from the consumer per loop turn.
+pub const TURN_RECORDS: usize = 2048;
 /// Records between two reads of the loop's clock (`Loop::set_now`): its
 /// error stays well under a millisecond (a record takes a few µs).
 const CLOCK_EVERY: usize = 64;
@@ -109,6 +109,10 @@ impl<'c> Loop<'c, '_> {
         let mut last_changelog = Instant::now();
         let mut profile = LoopProfile::default();
         let generation = self.shared.lock().generation_handle();
+        // Records are polled a phase at a time, then handled
+        // (`lookahead.rs`). Empty between turns; kept across them so its
+        // staging capacity and remembered assignment serve the next turn.
+        let mut held = Lookahead::default();
         while !self.stopping() {
             let turn_start = Instant::now();
             self.take_reload();
@@ -129,10 +133,7 @@ impl<'c> Loop<'c, '_> {
             // Its own handle on the state, so a record's lock can be held
             // across `&mut self` calls: one lock per record, not two.
             let shared = Arc::clone(&self.shared);
-            // Records are polled a phase at a time, then handled
-            // (`lookahead.rs`).
-            let mut held = Lookahead::default();
-            for i in 0..BATCH {
+            for i in 0..TURN_RECORDS {
                 let polled = self.consumer.poll(first_wait);
                 if i == 0 {
                     if polled.is_some() {
@@ -266,14 +267,12 @@ impl<'c> Loop<'c, '_> {
     /// state is locked once per record, for the lookahead's dedup prefetch
     /// of one record and the handling of the one before.
     fn handle_staged(&mut self, shared: &Shared, held: &mut Lookahead<'c>) {
-        let mut phase = held.take_staged();
-        for h in phase.drain(..) {
+        while let Some(h) = held.unstage() {
             let state = shared.lock();
             if let Some(due) = held.push(&state, h) {
                 self.handle(state, due);
             }
         }
-        held.restage(phase);
     }
 
     /// A fresh record: process it, or queue it behind its partition's
@@ -506,7 +505,7 @@ impl<'c> Loop<'c, '_> {
     /// blocking in `send`.
     fn throttle_on_full_queue(&mut self) {
         let queued = self.producer().in_flight_count().max(0) as usize;
-        let high = self.queue_capacity - (self.queue_capacity / 4).min(4 * BATCH);
+        let high = self.queue_capacity - (self.queue_capacity / 4).min(4 * TURN_RECORDS);
         let assignments = self.shared.stats.assignments();
         if queued >= high && self.throttled != Some(assignments) {
             // (Again after a rebalance: new partitions start unpaused,

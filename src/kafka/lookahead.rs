@@ -19,6 +19,7 @@ use super::context::Shared;
 use super::state::RouterState;
 use crate::pipeline::{EarlyId, Pipeline};
 use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A polled record and its assignment as of its poll (`None`: not ours).
@@ -40,7 +41,7 @@ pub const POLL_PHASE: usize = 32;
 /// waiting their turn, oldest first.
 #[derive(Default)]
 pub(super) struct Lookahead<'c> {
-    staged: Vec<Held<'c>>,
+    staged: VecDeque<Held<'c>>,
     oldest: Option<Held<'c>>,
     newer: Option<Held<'c>>,
     /// The assignment of the last record's partition.
@@ -72,30 +73,23 @@ impl<'c> Lookahead<'c> {
     ) {
         Pipeline::prefetch_record(m.payload().unwrap_or_default());
         let key = self.key_of(shared, generation, &m);
-        self.staged.push(Held {
+        self.staged.push_back(Held {
             m,
             key,
             early: None,
         });
     }
 
-    /// Records staged since the last [`Lookahead::take_staged`].
+    /// Records staged and not yet unstaged.
     #[inline]
     pub(super) fn staged(&self) -> usize {
         self.staged.len()
     }
 
-    /// The staged records, oldest first, for [`Lookahead::push`] one by
-    /// one; hand the emptied `Vec` back with [`Lookahead::restage`].
-    pub(super) fn take_staged(&mut self) -> Vec<Held<'c>> {
-        std::mem::take(&mut self.staged)
-    }
-
-    /// Takes back the `Vec` of [`Lookahead::take_staged`], emptied (its
-    /// capacity serves the next phase).
-    pub(super) fn restage(&mut self, mut emptied: Vec<Held<'c>>) {
-        emptied.clear();
-        self.staged = emptied;
+    /// The oldest staged record, for [`Lookahead::push`].
+    #[inline]
+    pub(super) fn unstage(&mut self) -> Option<Held<'c>> {
+        self.staged.pop_front()
     }
 
     /// Takes a staged record and returns the one due for handling, if any.

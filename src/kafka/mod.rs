@@ -20,5 +20,6 @@ pub mod throttle;
 pub mod topic_handles;
 mod topics;
 
+pub use event_loop::TURN_RECORDS;
 pub use lookahead::POLL_PHASE;
 pub use run::{acks_carry_offsets, consumer_config, producer_config, run, ExitAfter, RunControl};
