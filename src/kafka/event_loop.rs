@@ -20,6 +20,7 @@ use super::topic_handles::TopicHandles;
 use crate::config::Config;
 use crate::envelope::EnvelopeView;
 use crate::pipeline::dedup::eviction_shares;
+use crate::pipeline::route::StreamPlan;
 use crate::pipeline::{EarlyId, Pipeline, Verdict};
 use crate::registry::{Resolver, SchemaCache};
 use rdkafka::admin::AdminClient;
@@ -33,6 +34,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// A published record's outputs, entered in its partition's ledger and
+/// not yet sent.
+pub(super) struct Publish {
+    /// The plan holding the targets.
+    plan: Arc<StreamPlan>,
+    /// The ledger entry their delivery reports settle (`encode_opaque`).
+    opaque: usize,
+}
+
+/// A published record and its outputs, waiting for the end of its phase.
+pub(super) struct Outgoing<'c> {
+    pub(super) m: BorrowedMessage<'c>,
+    pub(super) publish: Publish,
+}
 
 /// Most records taken from the consumer per loop turn.
 pub const TURN_RECORDS: usize = 2048;
@@ -113,6 +129,8 @@ impl<'c> Loop<'c, '_> {
         // (`lookahead.rs`). Empty between turns; kept across them so its
         // staging capacity and remembered assignment serve the next turn.
         let mut held = Lookahead::default();
+        // Records handled in a phase whose outputs are sent at its end.
+        let mut outbox: Vec<Outgoing<'c>> = Vec::with_capacity(POLL_PHASE);
         while !self.stopping() {
             let turn_start = Instant::now();
             self.take_reload();
@@ -152,7 +170,7 @@ impl<'c> Loop<'c, '_> {
                         records += 1;
                         held.stage(&shared, &generation, m);
                         if held.staged() == POLL_PHASE {
-                            self.handle_staged(&shared, &mut held);
+                            self.handle_staged(&shared, &mut held, &mut outbox);
                         }
                     }
                     Some(Err(e)) => {
@@ -174,9 +192,11 @@ impl<'c> Loop<'c, '_> {
                 }
                 first_wait = Duration::ZERO;
             }
-            self.handle_staged(&shared, &mut held);
+            self.handle_staged(&shared, &mut held, &mut outbox);
             for h in held.drain() {
-                self.handle(shared.lock(), h);
+                if let Some(out) = self.handle(shared.lock(), h) {
+                    self.publish(&out);
+                }
             }
             let now = Instant::now();
             t.process = now - mark;
@@ -197,6 +217,7 @@ impl<'c> Loop<'c, '_> {
             self.resume_resolved();
             self.pause_long_waits();
             self.resend_due();
+            self.ensure_new_topics(); // of this turn's outputs
             if let Some(changelog) = &self.changelog {
                 if last_changelog.elapsed() >= self.cfg.dedup.changelog.flush_interval {
                     changelog.write_by_handle(&self.topics, None);
@@ -263,22 +284,41 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
-    /// Handles the records polled since the last phase, in order: the
+    /// Handles the records polled since the last phase, in order (the
     /// state is locked once per record, for the lookahead's dedup prefetch
-    /// of one record and the handling of the one before.
-    fn handle_staged(&mut self, shared: &Shared, held: &mut Lookahead<'c>) {
+    /// of one record and the handling of the one before), then sends the
+    /// phase's published outputs: the pipeline's code runs for a phase,
+    /// then librdkafka's producer for it, each staying in the instruction
+    /// cache. A record's place in its partition's ledger is taken when it
+    /// is handled, so sending it later changes no order.
+    fn handle_staged(
+        &mut self,
+        shared: &Shared,
+        held: &mut Lookahead<'c>,
+        outbox: &mut Vec<Outgoing<'c>>,
+    ) {
         while let Some(h) = held.unstage() {
             let state = shared.lock();
             if let Some(due) = held.push(&state, h) {
-                self.handle(state, due);
+                if let Some(out) = self.handle(state, due) {
+                    outbox.push(out);
+                }
             }
+        }
+        for out in outbox.drain(..) {
+            self.publish(&out);
         }
     }
 
     /// A fresh record: process it, or queue it behind its partition's
-    /// backlog. `state` is the router state, locked by the caller.
+    /// backlog. `state` is the router state, locked by the caller. Returns
+    /// the record if it is to be published, for [`Loop::publish`].
     #[inline]
-    pub(super) fn handle(&mut self, state: StateGuard<'_>, Held { m, key, early }: Held<'c>) {
+    pub(super) fn handle(
+        &mut self,
+        state: StateGuard<'_>,
+        Held { m, key, early }: Held<'c>,
+    ) -> Option<Outgoing<'c>> {
         let Some(key) = key else {
             // Not (or no longer) ours: it is not committed, its owner reads it.
             tracing::debug!(
@@ -287,7 +327,7 @@ impl<'c> Loop<'c, '_> {
                 offset = m.offset(),
                 "record of an unassigned partition skipped"
             );
-            return;
+            return None;
         };
         self.records_read += 1;
         if let Some(b) = self.backlogs.get_mut(&key) {
@@ -297,28 +337,36 @@ impl<'c> Loop<'c, '_> {
                 let (topic, partition) = (b.queue[0].topic().to_owned(), b.queue[0].partition());
                 self.pause(&topic, partition, "waiting for the schema registry");
             }
-            return;
+            return None;
         }
-        if let Err(WaitForSchema(id)) = self.process(state, &m, key, early) {
-            self.wait_for_schema(key, id, m);
+        match self.process(state, &m, key, early) {
+            Ok(Some(publish)) => Some(Outgoing { m, publish }),
+            Ok(None) => None,
+            Err(WaitForSchema(id)) => {
+                self.wait_for_schema(key, id, m);
+                None
+            }
         }
     }
 
     /// Runs the pipeline on one record and acts on the verdict; `early` is
-    /// what the lookahead found of the record's id, if anything. `state`,
-    /// locked by the caller, is released before the record is sent: a full
-    /// producer queue serves delivery reports, which lock it.
+    /// what the lookahead found of the record's id, if anything. A dropped
+    /// or dead-lettered record is settled or sent here; a published one is
+    /// entered in its partition's ledger and returned, for the caller to
+    /// send ([`Loop::publish`]). `state`, locked by the caller, is released
+    /// before anything is sent: a full producer queue serves delivery
+    /// reports, which lock it.
     pub(super) fn process(
         &mut self,
         mut state: StateGuard<'_>,
         m: &BorrowedMessage<'c>,
         (slot, epoch): (usize, u16),
         early: Option<EarlyId>,
-    ) -> Result<(), WaitForSchema> {
+    ) -> Result<Option<Publish>, WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let (arrived, now_s) = (self.now_ns, self.now_s);
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
-            return Ok(()); // revoked meanwhile
+            return Ok(None); // revoked meanwhile
         };
         match self
             .pipeline
@@ -329,7 +377,7 @@ impl<'c> Loop<'c, '_> {
                 p.ledger.push(m.offset(), 0, arrived, None);
                 drop(state);
                 self.rejections.count(reason, rule.as_ref(), true);
-                Ok(())
+                Ok(None)
             }
             Verdict::DeadLetter { reason, detail } => {
                 let seq = p.ledger.push(m.offset(), 1, arrived, None);
@@ -340,44 +388,53 @@ impl<'c> Loop<'c, '_> {
                 let headers = dead_letter_headers(m, reason, &detail);
                 let opaque = encode_opaque(slot, epoch, seq);
                 self.send(&self.dead_letter_topic, m, Some(headers), opaque);
-                Ok(())
+                Ok(None)
             }
             Verdict::Publish {
                 event_time_ms,
-                ref plan,
+                plan,
                 fingerprint,
             } => {
-                let targets = plan.targets();
+                let outputs = plan.targets().len();
                 let seq = p.ledger.push_published(
                     m.offset(),
-                    targets.len() as u32,
+                    outputs as u32,
                     arrived,
                     event_time_ms,
                     Some(fingerprint),
                 );
-                p.outstanding += targets.len();
+                p.outstanding += outputs;
                 drop(state);
                 self.routed += 1;
-                let mut headers = if self.cfg.output.mirror_headers {
-                    // Read again (it was, so it reads): an opt-in's cost.
-                    EnvelopeView::try_read(record)
-                        .map(|v| mirror_headers(m, v.header()))
-                        .or_else(|| m.headers().map(|h| h.detach()))
-                } else {
-                    m.headers().map(|h| h.detach())
-                };
-                for (i, t) in targets.iter().enumerate() {
-                    // The last output takes the headers; earlier ones copy.
-                    let h = if i + 1 == targets.len() {
-                        headers.take()
-                    } else {
-                        headers.clone()
-                    };
-                    self.send(&t.topic, m, h, encode_opaque(slot, epoch, seq));
-                }
-                self.ensure_new_topics();
-                Ok(())
+                Ok(Some(Publish {
+                    plan,
+                    opaque: encode_opaque(slot, epoch, seq),
+                }))
             }
+        }
+    }
+
+    /// Sends a published record to each of its outputs.
+    #[inline]
+    pub(super) fn publish(&self, Outgoing { m, publish }: &Outgoing<'c>) {
+        let record = m.payload().unwrap_or_default();
+        let mut headers = if self.cfg.output.mirror_headers {
+            // Read again (it was, so it reads): an opt-in's cost.
+            EnvelopeView::try_read(record)
+                .map(|v| mirror_headers(m, v.header()))
+                .or_else(|| m.headers().map(|h| h.detach()))
+        } else {
+            m.headers().map(|h| h.detach())
+        };
+        let targets = publish.plan.targets();
+        for (i, t) in targets.iter().enumerate() {
+            // The last output takes the headers; earlier ones copy.
+            let h = if i + 1 == targets.len() {
+                headers.take()
+            } else {
+                headers.clone()
+            };
+            self.send(&t.topic, m, h, publish.opaque);
         }
     }
 

@@ -4,7 +4,7 @@
 //! resolves. An outage therefore stops that partition, never dead-letters
 //! or drops its records.
 
-use super::event_loop::Loop;
+use super::event_loop::{Loop, Outgoing};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -84,13 +84,17 @@ impl<'c> Loop<'c, '_> {
                 continue;
             };
             while let Some(m) = backlog.queue.pop_front() {
-                if let Err(WaitForSchema(id)) = self.process(shared.lock(), &m, key, None) {
-                    // Another unknown id further down: wait again, in order.
-                    backlog.queue.push_front(m);
-                    backlog.schema_id = id;
-                    backlog.since = Instant::now();
-                    self.request_schema(id);
-                    break;
+                match self.process(shared.lock(), &m, key, None) {
+                    Ok(Some(publish)) => self.publish(&Outgoing { m, publish }),
+                    Ok(None) => {}
+                    Err(WaitForSchema(id)) => {
+                        // Another unknown id further down: wait again, in order.
+                        backlog.queue.push_front(m);
+                        backlog.schema_id = id;
+                        backlog.since = Instant::now();
+                        self.request_schema(id);
+                        break;
+                    }
                 }
             }
             if backlog.queue.is_empty() {
