@@ -2,8 +2,9 @@
 //!
 //! One thread owns the consumer and polls the producer, so librdkafka's
 //! callbacks (delivery reports, rebalances) run here too. Per iteration:
-//! consume a batch and act on each verdict without waiting for deliveries,
-//! serve delivery reports, resume partitions whose schema id was resolved,
+//! consume a batch in phases of [`POLL_PHASE`] records (poll them, handle
+//! each, then send the phase's published ones) without waiting for
+//! deliveries, serve delivery reports, resume partitions whose schema id was resolved,
 //! resend failed produces, store settled watermarks (auto-commit commits
 //! them), and housekeep dedup windows and gauges.
 

@@ -1,6 +1,7 @@
 //! The loop's lookahead. A turn polls a phase of up to [`POLL_PHASE`] records,
-//! then handles them in order, so librdkafka's consumer code and the
-//! router's own each stay in the instruction cache through a phase. When
+//! then handles them in order (and sends the published ones at the
+//! phase's end, `Loop::handle_staged`), so librdkafka's consumer code and
+//! the router's own each stay in the instruction cache through a phase. When
 //! polled, a record's first cache line (where the header and its message
 //! id begin) starts loading; a record librdkafka's broker thread just
 //! fetched is not in the loop core's cache. When the phase is handled,
