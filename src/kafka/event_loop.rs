@@ -4,9 +4,9 @@
 //! callbacks (delivery reports, rebalances) run here too. Per iteration:
 //! consume a batch in phases of [`POLL_PHASE`] records (poll them, handle
 //! each, then send the phase's published ones) without waiting for
-//! deliveries, serve delivery reports, resume partitions whose schema id was resolved,
-//! resend failed produces, store settled watermarks (auto-commit commits
-//! them), and housekeep dedup windows and gauges.
+//! deliveries, serve delivery reports, resume partitions whose schema id
+//! was resolved, resend failed produces, store settled watermarks
+//! (auto-commit commits them), and housekeep dedup windows and gauges.
 
 use super::changelog::Changelog;
 use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared, StateGuard};
