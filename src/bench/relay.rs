@@ -1,8 +1,9 @@
 //! The two ceilings `bench` measures the router against. Both run with the
 //! router's own client settings (`kafka::producer_config` and
 //! `consumer_config`), the same send path (by topic handle,
-//! `kafka::topic_handles`) and the same loop shape: poll a batch, produce each
-//! record's bytes, key, timestamp and headers unchanged, serve delivery
+//! `kafka::topic_handles`) and the same loop shape: a turn polls phases of
+//! records; each phase is read and routed, then sent (each record's bytes,
+//! key, timestamp and headers unchanged); the turn ends serving delivery
 //! reports. They differ only in where a record goes:
 //!
 //! - the **bare relay** writes every record to one topic: what the broker
@@ -21,7 +22,7 @@ use crate::kafka::context::serve_deliveries;
 use crate::kafka::profile::ProducerDigest;
 use crate::kafka::topic_handles::TopicHandles;
 use crate::kafka::{consumer_config, producer_config, POLL_PHASE, TURN_RECORDS};
-use crate::pipeline::route::{RouteDecision, Routes};
+use crate::pipeline::route::{RouteDecision, Routes, StreamPlan};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
@@ -68,6 +69,14 @@ impl ProducerContext for Acks {
             Err(_) => self.failed.fetch_add(1, Relaxed),
         };
     }
+}
+
+/// Where a read record of a phase goes when the phase is sent.
+enum Dest {
+    /// Its stream's routed topics.
+    Plan(Arc<StreamPlan>),
+    /// One topic: the bare relay's, or the dead-letter topic.
+    Topic(Arc<str>),
 }
 
 /// What a relay run did.
@@ -127,6 +136,7 @@ pub fn run(
     let mut start = super::procstat::Reading::default();
     let (mut consumed, mut written, mut bytes) = (0u64, 0u64, 0u64);
     let mut phase = Vec::with_capacity(POLL_PHASE);
+    let mut outbox = Vec::with_capacity(POLL_PHASE);
     while consumed < exit_after || ok.load(Relaxed) < written {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -152,6 +162,8 @@ pub fn run(
             if phase.is_empty() {
                 break;
             }
+            // As the router's phase: every record read and routed first,
+            // then the phase sent in order.
             for m in phase.drain(..) {
                 if first.is_none() {
                     // CPU counts from here, as the router's does.
@@ -161,28 +173,32 @@ pub fn run(
                 consumed += 1;
                 let payload = m.payload().unwrap_or_default();
                 bytes += payload.len() as u64;
-                match &mut routes {
+                let dest = match &mut routes {
                     Ok(routes) => match EnvelopeView::read(payload) {
-                        Ok(view) => match &routes.plan(view.header()).route {
-                            RouteDecision::Publish(targets) => {
-                                for t in targets {
-                                    send(&producer, &t.topic, &m)?;
-                                    written += 1;
-                                }
+                        Ok(view) => {
+                            let plan = routes.plan(view.header());
+                            match &plan.route {
+                                RouteDecision::Publish(_) => Dest::Plan(plan),
+                                RouteDecision::Drop(_) => continue,
+                                _ => Dest::Topic(dead_letter.clone()),
                             }
-                            RouteDecision::Drop(_) => {}
-                            _ => {
-                                send(&producer, &dead_letter, &m)?;
-                                written += 1;
-                            }
-                        },
-                        Err(_) => {
-                            send(&producer, &dead_letter, &m)?;
+                        }
+                        Err(_) => Dest::Topic(dead_letter.clone()),
+                    },
+                    Err(output) => Dest::Topic(output.clone()),
+                };
+                outbox.push((m, dest));
+            }
+            for (m, dest) in outbox.drain(..) {
+                match &dest {
+                    Dest::Plan(plan) => {
+                        for t in plan.targets() {
+                            send(&producer, &t.topic, &m)?;
                             written += 1;
                         }
-                    },
-                    Err(output) => {
-                        send(&producer, output, &m)?;
+                    }
+                    Dest::Topic(topic) => {
+                        send(&producer, topic, &m)?;
                         written += 1;
                     }
                 }
