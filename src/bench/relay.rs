@@ -75,8 +75,10 @@ impl ProducerContext for Acks {
 enum Dest {
     /// Its stream's routed topics.
     Plan(Arc<StreamPlan>),
-    /// One topic: the bare relay's, or the dead-letter topic.
-    Topic(Arc<str>),
+    /// The config's dead-letter topic.
+    DeadLetter,
+    /// The bare relay's one topic.
+    Bare,
 }
 
 /// What a relay run did.
@@ -180,28 +182,30 @@ pub fn run(
                             match &plan.route {
                                 RouteDecision::Publish(_) => Dest::Plan(plan),
                                 RouteDecision::Drop(_) => continue,
-                                _ => Dest::Topic(dead_letter.clone()),
+                                _ => Dest::DeadLetter,
                             }
                         }
-                        Err(_) => Dest::Topic(dead_letter.clone()),
+                        Err(_) => Dest::DeadLetter,
                     },
-                    Err(output) => Dest::Topic(output.clone()),
+                    Err(_) => Dest::Bare,
                 };
                 outbox.push((m, dest));
             }
             for (m, dest) in outbox.drain(..) {
-                match &dest {
-                    Dest::Plan(plan) => {
+                let one = match (&dest, &routes) {
+                    (Dest::Plan(plan), _) => {
                         for t in plan.targets() {
                             send(&producer, &t.topic, &m)?;
                             written += 1;
                         }
+                        continue;
                     }
-                    Dest::Topic(topic) => {
-                        send(&producer, topic, &m)?;
-                        written += 1;
-                    }
-                }
+                    (Dest::DeadLetter, _) => &dead_letter,
+                    (Dest::Bare, Err(output)) => output,
+                    (Dest::Bare, Ok(_)) => unreachable!("only the bare relay has one topic"),
+                };
+                send(&producer, one, &m)?;
+                written += 1;
             }
         }
         // As the router does: serve every delivery report that is ready.
