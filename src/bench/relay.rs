@@ -73,12 +73,11 @@ impl ProducerContext for Acks {
 
 /// Where a read record of a phase goes when the phase is sent.
 enum Dest {
-    /// Its stream's routed topics.
+    /// Its stream's routed topics (the routing relay).
     Plan(Arc<StreamPlan>),
-    /// The config's dead-letter topic.
-    DeadLetter,
-    /// The bare relay's one topic.
-    Bare,
+    /// The relay's one topic: the bare relay's output, or the routing
+    /// relay's dead-letter topic.
+    One,
 }
 
 /// What a relay run did.
@@ -117,16 +116,19 @@ pub fn run(
     })?;
     // The router's send path: by topic handle.
     let producer = TopicHandles::new(Arc::new(producer));
-    let dead_letter: Arc<str> = cfg.dead_letter.topic.as_str().into();
-    // The routes, or the bare relay's one topic.
-    let mut routes = match mode {
-        Mode::Bare { output } => Err(Arc::<str>::from(output.as_str())),
-        Mode::Routing => Ok(Routes::new(
-            &cfg.routes,
-            cfg.default_route,
-            &cfg.output.topic_template,
-            None,
-        )?),
+    // The topic of every record not routed, and the routes (none for the
+    // bare relay, which routes nothing).
+    let (one_topic, mut routes): (Arc<str>, _) = match mode {
+        Mode::Bare { output } => (output.as_str().into(), None),
+        Mode::Routing => (
+            cfg.dead_letter.topic.as_str().into(),
+            Some(Routes::new(
+                &cfg.routes,
+                cfg.default_route,
+                &cfg.output.topic_template,
+                None,
+            )?),
+        ),
     };
     let mut cc = consumer_config(cfg);
     cc.set("enable.auto.offset.store", "true"); // nothing else: no settlement
@@ -176,36 +178,34 @@ pub fn run(
                 let payload = m.payload().unwrap_or_default();
                 bytes += payload.len() as u64;
                 let dest = match &mut routes {
-                    Ok(routes) => match EnvelopeView::read(payload) {
+                    None => Dest::One,
+                    Some(routes) => match EnvelopeView::read(payload) {
                         Ok(view) => {
                             let plan = routes.plan(view.header());
                             match &plan.route {
                                 RouteDecision::Publish(_) => Dest::Plan(plan),
                                 RouteDecision::Drop(_) => continue,
-                                _ => Dest::DeadLetter,
+                                _ => Dest::One, // unrouted: dead-lettered
                             }
                         }
-                        Err(_) => Dest::DeadLetter,
+                        Err(_) => Dest::One, // unreadable: dead-lettered
                     },
-                    Err(_) => Dest::Bare,
                 };
                 outbox.push((m, dest));
             }
             for (m, dest) in outbox.drain(..) {
-                let one = match (&dest, &routes) {
-                    (Dest::Plan(plan), _) => {
+                match &dest {
+                    Dest::Plan(plan) => {
                         for t in plan.targets() {
                             send(&producer, &t.topic, &m)?;
                             written += 1;
                         }
-                        continue;
                     }
-                    (Dest::DeadLetter, _) => &dead_letter,
-                    (Dest::Bare, Err(output)) => output,
-                    (Dest::Bare, Ok(_)) => unreachable!("only the bare relay has one topic"),
-                };
-                send(&producer, one, &m)?;
-                written += 1;
+                    Dest::One => {
+                        send(&producer, &one_topic, &m)?;
+                        written += 1;
+                    }
+                }
             }
         }
         // As the router does: serve every delivery report that is ready.
