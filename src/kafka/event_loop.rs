@@ -9,7 +9,7 @@
 //! (auto-commit commits them), and housekeep dedup windows and gauges.
 
 use super::changelog::Changelog;
-use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared, StateGuard};
+use super::context::{unix_seconds, ConsumerCtx, ProducerCtx, Shared};
 use super::failed_write::FailedWrite;
 use super::headers::{dead_letter_headers, mirror_headers};
 use super::lookahead::{Held, Lookahead, POLL_PHASE};
@@ -17,6 +17,7 @@ use super::profile::{LoopProfile, TurnTimes};
 use super::reload::{compile, LiveConfig};
 use super::schema_wait::{Backlog, WaitForSchema, PAUSE_BACKLOG};
 use super::state::encode_opaque;
+use super::state::RouterState;
 use super::topic_handles::TopicHandles;
 use crate::config::Config;
 use crate::envelope::EnvelopeView;
@@ -45,10 +46,24 @@ pub(super) struct Publish {
     opaque: usize,
 }
 
-/// A published record and its outputs, waiting for the end of its phase.
+/// What a handled record still has to write, at the end of its phase.
+pub(super) enum Write {
+    /// Its outputs: it is published.
+    Publish(Publish),
+    /// Its dead letter, entered in its partition's ledger: it was rejected.
+    DeadLetter {
+        /// Why it was rejected, for the dead-letter topic's readers.
+        headers: OwnedHeaders,
+        /// The ledger entry its delivery report settles.
+        opaque: usize,
+    },
+}
+
+/// A handled record and what it still has to write, waiting for the end
+/// of its phase.
 pub(super) struct Outgoing<'c> {
     pub(super) m: BorrowedMessage<'c>,
-    pub(super) publish: Publish,
+    pub(super) write: Write,
 }
 
 /// Most records taken from the consumer per loop turn.
@@ -127,10 +142,10 @@ impl<'c> Loop<'c, '_> {
         let mut profile = LoopProfile::default();
         let generation = self.shared.lock().generation_handle();
         // Records are polled a phase at a time, then handled
-        // (`lookahead.rs`). Empty between turns; kept across them so its
-        // staging capacity and remembered assignment serve the next turn.
+        // (`lookahead.rs`). Empty between phases; kept across them so its
+        // staging capacity and remembered assignment serve the next one.
         let mut held = Lookahead::default();
-        // Records handled in a phase whose outputs are sent at its end.
+        // Records handled in a phase whose writes are sent at its end.
         let mut outbox: Vec<Outgoing<'c>> = Vec::with_capacity(POLL_PHASE);
         while !self.stopping() {
             let turn_start = Instant::now();
@@ -194,11 +209,6 @@ impl<'c> Loop<'c, '_> {
                 first_wait = Duration::ZERO;
             }
             self.handle_staged(&shared, &mut held, &mut outbox);
-            for h in held.drain() {
-                if let Some(out) = self.handle(shared.lock(), h) {
-                    self.publish(&out);
-                }
-            }
             let now = Instant::now();
             t.process = now - mark;
             if self.records_read > 0 {
@@ -285,39 +295,43 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
-    /// Handles the records polled since the last phase, in order (the
-    /// state is locked once per record, for the lookahead's dedup prefetch
-    /// of one record and the handling of the one before), then sends the
-    /// phase's published outputs: the pipeline's code runs for a phase,
-    /// then librdkafka's producer for it, each staying in the instruction
-    /// cache. A record's place in its partition's ledger is taken when it
-    /// is handled, so sending it later changes no order.
+    /// Handles the records polled since the last phase, in order, under
+    /// one lock of the state (first the dedup lines of them all start
+    /// loading, `Lookahead::take`), then sends the phase's writes: the
+    /// pipeline's code runs for a phase, then librdkafka's producer for it,
+    /// each staying in the instruction cache. A record's place in its
+    /// partition's ledger is taken when it is handled, so sending it later
+    /// changes no order; nothing is sent under the lock (a full producer
+    /// queue serves delivery reports, which lock it).
     fn handle_staged(
         &mut self,
         shared: &Shared,
         held: &mut Lookahead<'c>,
         outbox: &mut Vec<Outgoing<'c>>,
     ) {
-        while let Some(h) = held.unstage() {
-            let state = shared.lock();
-            if let Some(due) = held.push(&state, h) {
-                if let Some(out) = self.handle(state, due) {
+        if held.staged() == 0 {
+            return;
+        }
+        {
+            let mut state = shared.lock();
+            for h in held.take(&state) {
+                if let Some(out) = self.handle(&mut state, h) {
                     outbox.push(out);
                 }
             }
         }
         for out in outbox.drain(..) {
-            self.publish(&out);
+            self.write(out);
         }
     }
 
     /// A fresh record: process it, or queue it behind its partition's
     /// backlog. `state` is the router state, locked by the caller. Returns
-    /// the record if it is to be published, for [`Loop::publish`].
+    /// the record if it has something to write, for [`Loop::write`].
     #[inline]
     pub(super) fn handle(
         &mut self,
-        state: StateGuard<'_>,
+        state: &mut RouterState,
         Held { m, key, early }: Held<'c>,
     ) -> Option<Outgoing<'c>> {
         let Some(key) = key else {
@@ -332,7 +346,6 @@ impl<'c> Loop<'c, '_> {
         };
         self.records_read += 1;
         if let Some(b) = self.backlogs.get_mut(&key) {
-            drop(state);
             b.queue.push_back(m);
             if b.queue.len() == PAUSE_BACKLOG {
                 let (topic, partition) = (b.queue[0].topic().to_owned(), b.queue[0].partition());
@@ -341,7 +354,7 @@ impl<'c> Loop<'c, '_> {
             return None;
         }
         match self.process(state, &m, key, early) {
-            Ok(Some(publish)) => Some(Outgoing { m, publish }),
+            Ok(Some(write)) => Some(Outgoing { m, write }),
             Ok(None) => None,
             Err(WaitForSchema(id)) => {
                 self.wait_for_schema(key, id, m);
@@ -350,20 +363,19 @@ impl<'c> Loop<'c, '_> {
         }
     }
 
-    /// Runs the pipeline on one record and acts on the verdict; `early` is
-    /// what the lookahead found of the record's id, if anything. A dropped
-    /// or dead-lettered record is settled or sent here; a published one is
-    /// entered in its partition's ledger and returned, for the caller to
-    /// send ([`Loop::publish`]). `state`, locked by the caller, is released
-    /// before anything is sent: a full producer queue serves delivery
-    /// reports, which lock it.
+    /// Runs the pipeline on one record and acts on the verdict in `state`
+    /// (locked by the caller); `early` is what the lookahead found of the
+    /// record's id, if anything. A dropped record is settled here; a
+    /// published or dead-lettered one is entered in its partition's ledger
+    /// and what it has to write is returned, for the caller to send
+    /// ([`Loop::write`]) once the lock is released.
     pub(super) fn process(
         &mut self,
-        mut state: StateGuard<'_>,
+        state: &mut RouterState,
         m: &BorrowedMessage<'c>,
         (slot, epoch): (usize, u16),
         early: Option<EarlyId>,
-    ) -> Result<Option<Publish>, WaitForSchema> {
+    ) -> Result<Option<Write>, WaitForSchema> {
         let record = m.payload().unwrap_or_default();
         let (arrived, now_s) = (self.now_ns, self.now_s);
         let Some(p) = state.get_mut(slot).filter(|p| p.epoch == epoch) else {
@@ -376,20 +388,18 @@ impl<'c> Loop<'c, '_> {
             Verdict::AwaitSchema(id) => Err(WaitForSchema(id)),
             Verdict::Drop { reason, rule } => {
                 p.ledger.push(m.offset(), 0, arrived, None);
-                drop(state);
                 self.rejections.count(reason, rule.as_ref(), true);
                 Ok(None)
             }
             Verdict::DeadLetter { reason, detail } => {
                 let seq = p.ledger.push(m.offset(), 1, arrived, None);
                 p.outstanding += 1;
-                drop(state);
                 self.rejections.count(reason, None, false);
                 tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, %detail, "dead-lettered");
-                let headers = dead_letter_headers(m, reason, &detail);
-                let opaque = encode_opaque(slot, epoch, seq);
-                self.send(&self.dead_letter_topic, m, Some(headers), opaque);
-                Ok(None)
+                Ok(Some(Write::DeadLetter {
+                    headers: dead_letter_headers(m, reason, &detail),
+                    opaque: encode_opaque(slot, epoch, seq),
+                }))
             }
             Verdict::Publish {
                 event_time_ms,
@@ -405,19 +415,30 @@ impl<'c> Loop<'c, '_> {
                     Some(fingerprint),
                 );
                 p.outstanding += outputs;
-                drop(state);
                 self.routed += 1;
-                Ok(Some(Publish {
+                Ok(Some(Write::Publish(Publish {
                     plan,
                     opaque: encode_opaque(slot, epoch, seq),
-                }))
+                })))
+            }
+        }
+    }
+
+    /// Sends what a handled record has to write: its outputs, or its dead
+    /// letter.
+    #[inline]
+    pub(super) fn write(&self, Outgoing { m, write }: Outgoing<'c>) {
+        match write {
+            Write::Publish(publish) => self.publish(&m, &publish),
+            Write::DeadLetter { headers, opaque } => {
+                self.send(&self.dead_letter_topic, &m, Some(headers), opaque)
             }
         }
     }
 
     /// Sends a published record to each of its outputs.
     #[inline]
-    pub(super) fn publish(&self, Outgoing { m, publish }: &Outgoing<'c>) {
+    fn publish(&self, m: &BorrowedMessage<'c>, publish: &Publish) {
         let record = m.payload().unwrap_or_default();
         let mut headers = if self.cfg.output.mirror_headers {
             // Read again (it was, so it reads): an opt-in's cost.

@@ -4,11 +4,11 @@
 //! the router's own each stay in the instruction cache through a phase. When
 //! polled, a record's first cache line (where the header and its message
 //! id begin) starts loading; a record librdkafka's broker thread just
-//! fetched is not in the loop core's cache. When the phase is handled,
-//! each record waits two records more: as the next one is taken, its dedup
-//! table line starts loading (`Pipeline::prefetch`; with a million ids
-//! resident that probe would otherwise miss), and one record later it is
-//! handled.
+//! fetched is not in the loop core's cache. When the phase is handled, the
+//! dedup table lines of all its records start loading first
+//! (`Pipeline::prefetch`; with a million ids resident each probe would
+//! otherwise miss), then the records are handled, one after another, while
+//! the later ones' lines arrive.
 //!
 //! A record's assignment `(slot, epoch)` is read when it is polled, before
 //! the next poll can run a rebalance callback: if its partition is revoked
@@ -20,7 +20,6 @@ use super::context::Shared;
 use super::state::RouterState;
 use crate::pipeline::{EarlyId, Pipeline};
 use rdkafka::message::{BorrowedMessage, Message};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A polled record and its assignment as of its poll (`None`: not ours).
@@ -38,13 +37,10 @@ pub(super) struct Held<'c> {
 /// misses per record; BENCHMARKS.md, 2026-12-01, seventh session).
 pub const POLL_PHASE: usize = 32;
 
-/// Records polled and not yet handled: up to [`POLL_PHASE`] staged, then two
-/// waiting their turn, oldest first.
+/// The records polled in this phase and not yet handled, oldest first.
 #[derive(Default)]
 pub(super) struct Lookahead<'c> {
-    staged: VecDeque<Held<'c>>,
-    oldest: Option<Held<'c>>,
-    newer: Option<Held<'c>>,
+    staged: Vec<Held<'c>>,
     /// The assignment of the last record's partition.
     last: Option<LastKey>,
 }
@@ -74,36 +70,28 @@ impl<'c> Lookahead<'c> {
     ) {
         Pipeline::prefetch_record(m.payload().unwrap_or_default());
         let key = self.key_of(shared, generation, &m);
-        self.staged.push_back(Held {
+        self.staged.push(Held {
             m,
             key,
             early: None,
         });
     }
 
-    /// Records staged and not yet unstaged.
+    /// Records staged and not yet handled.
     #[inline]
     pub(super) fn staged(&self) -> usize {
         self.staged.len()
     }
 
-    /// The oldest staged record, for [`Lookahead::push`].
+    /// Starts loading the dedup table line of every staged record and
+    /// notes the id each probe found, under `state`'s lock; then hands the
+    /// records over, oldest first, for handling under that same lock.
     #[inline]
-    pub(super) fn unstage(&mut self) -> Option<Held<'c>> {
-        self.staged.pop_front()
-    }
-
-    /// Takes a staged record and returns the one due for handling, if any.
-    /// Under `state`'s lock: prefetches the dedup line of the record taken
-    /// before it.
-    #[inline]
-    pub(super) fn push(&mut self, state: &RouterState, h: Held<'c>) -> Option<Held<'c>> {
-        if let Some(newer) = &mut self.newer {
-            newer.early = prefetch_dedup(state, newer);
+    pub(super) fn take(&mut self, state: &RouterState) -> std::vec::Drain<'_, Held<'c>> {
+        for h in &mut self.staged {
+            h.early = prefetch_dedup(state, h);
         }
-        let due = self.oldest.take();
-        self.oldest = self.newer.replace(h);
-        due
+        self.staged.drain(..)
     }
 
     /// `(slot, epoch)` of `m`'s partition ([`RouterState::key_of`]).
@@ -131,13 +119,6 @@ impl<'c> Lookahead<'c> {
                 key
             }
         }
-    }
-
-    /// The two records waiting their turn, oldest first (at the end of a
-    /// loop turn, once every staged record was pushed).
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = Held<'c>> {
-        debug_assert!(self.staged.is_empty());
-        self.oldest.take().into_iter().chain(self.newer.take())
     }
 }
 

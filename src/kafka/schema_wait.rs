@@ -84,8 +84,10 @@ impl<'c> Loop<'c, '_> {
                 continue;
             };
             while let Some(m) = backlog.queue.pop_front() {
-                match self.process(shared.lock(), &m, key, None) {
-                    Ok(Some(publish)) => self.publish(&Outgoing { m, publish }),
+                // The lock is released before anything is sent.
+                let handled = self.process(&mut shared.lock(), &m, key, None);
+                match handled {
+                    Ok(Some(write)) => self.write(Outgoing { m, write }),
                     Ok(None) => {}
                     Err(WaitForSchema(id)) => {
                         // Another unknown id further down: wait again, in order.
