@@ -17,7 +17,7 @@ use crate::envelope::{EnvelopeView, HeaderView};
 use dedup::{fingerprint, DedupWindow};
 pub use reason::Reason;
 use route::{RouteDecision, Routes};
-pub use route::{StreamPlan, SubjectMemo, Target};
+pub use route::{SchemaMemo, StreamPlan, Target};
 use schema::{SchemaInfo, SchemaLookup, SchemaMode, SchemaState};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -111,7 +111,7 @@ pub struct Pipeline {
     /// the router ~1.5% at 256 B.
     memo_hits: u64,
     /// Starts at 1; moves whenever an entry of `known` is dropped or
-    /// replaced, so a stream's [`SubjectMemo`] of an older entry no longer
+    /// replaced, so a stream's [`SchemaMemo`] of an older entry no longer
     /// holds.
     known_generation: u32,
 }
@@ -275,6 +275,14 @@ impl Pipeline {
         plan: &StreamPlan,
         schemas: &impl SchemaLookup,
     ) -> Option<Verdict> {
+        // A stream's records mostly share a schema id: once it passed the
+        // check for this stream's plan, the next record with that id (of
+        // the same known entry) skips the lookup and the subject search.
+        let memo = SchemaMemo::key(self.known_generation, header.schema_id);
+        if plan.schema_memo.holds(memo) {
+            self.memo_hits += 1;
+            return Self::route_verdict(plan);
+        }
         let info = match self.known.get(&header.schema_id) {
             Some(info) => {
                 self.memo_hits += 1;
@@ -297,30 +305,26 @@ impl Pipeline {
                 }
             },
         };
-        // A stream's records mostly share a schema id: once its subject was
-        // found among the id's subjects, the next record with that id of
-        // the same known entry skips the search (string compares).
         if let (Some(subject), SchemaMode::Subject) = (&plan.subject, self.cfg.schema_mode) {
-            let memo = SubjectMemo::key(self.known_generation, header.schema_id);
-            if !plan.subject_memo.holds(memo) {
-                if !info.subjects.contains(subject) {
-                    if schemas.refresh(header.schema_id) {
-                        // Registered under more subjects since it was fetched?
-                        self.known.remove(&header.schema_id);
-                        self.known_changed();
-                        return Some(Verdict::AwaitSchema(header.schema_id));
-                    }
-                    return Some(dead_letter(
-                        Reason::SchemaSubjectMismatch,
-                        format!(
-                            "schema id {} is registered under {:?}, not under {subject:?}",
-                            header.schema_id, info.subjects
-                        ),
-                    ));
+            if !info.subjects.contains(subject) {
+                if schemas.refresh(header.schema_id) {
+                    // Registered under more subjects since it was fetched?
+                    self.known.remove(&header.schema_id);
+                    self.known_changed();
+                    return Some(Verdict::AwaitSchema(header.schema_id));
                 }
-                plan.subject_memo.remember(memo);
+                return Some(dead_letter(
+                    Reason::SchemaSubjectMismatch,
+                    format!(
+                        "schema id {} is registered under {:?}, not under {subject:?}",
+                        header.schema_id, info.subjects
+                    ),
+                ));
             }
         }
+        // (A clear above moved the generation: the key is taken again.)
+        plan.schema_memo
+            .remember(SchemaMemo::key(self.known_generation, header.schema_id));
         Self::route_verdict(plan)
     }
 
@@ -508,6 +512,24 @@ mod tests {
             reason(&p.process(&record("match", 1, b"c"), &mut w, 0, &reg)),
             Some(Reason::SchemaSubjectMismatch)
         );
+    }
+
+    #[test]
+    fn a_remembered_schema_id_lets_no_other_id_through() {
+        let reg = registry();
+        let mut p = pipeline(SchemaMode::Exists, "[]", DefaultAction::Canonical);
+        let mut w = DedupWindow::default();
+        let mut verdict = |schema_id, id: &[u8]| {
+            reason(&p.process(&record("match", schema_id, id), &mut w, 0, &reg))
+        };
+        assert_eq!(
+            verdict(1, b"a"),
+            None,
+            "published; id 1 remembered for the stream"
+        );
+        assert_eq!(verdict(404, b"b"), Some(Reason::UnknownSchema));
+        assert_eq!(verdict(1, b"c"), None);
+        assert_eq!(verdict(404, b"d"), Some(Reason::UnknownSchema));
     }
 
     #[test]

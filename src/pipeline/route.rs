@@ -244,19 +244,21 @@ pub struct StreamPlan {
     pub route: RouteDecision,
     /// The registry subject, when a subject template is set.
     pub subject: Option<String>,
-    /// The last schema id found registered under `subject` (`subject`
-    /// mode), so the next record of the stream with that id skips the
-    /// search of its subjects.
-    pub subject_memo: SubjectMemo,
+    /// The last schema id that passed the check for this stream
+    /// (registered; in `subject` mode, under `subject`), so the next record
+    /// of the stream with that id skips the check.
+    pub schema_memo: SchemaMemo,
 }
 
-/// A stream's last successful subject check: a schema id, and the
-/// generation of the pipeline's schema memo it was checked against (so a
-/// schema info fetched again is checked again). Zero: none yet.
+/// A stream's last schema check that passed: a schema id, and the
+/// generation of the pipeline's known schemas it was checked against (so a
+/// schema info fetched again is checked again). Zero: none yet. A record
+/// of the stream with that id skips the check: no lookup of the id, no
+/// search of its subjects.
 #[derive(Debug, Default)]
-pub struct SubjectMemo(AtomicU64);
+pub struct SchemaMemo(AtomicU64);
 
-impl SubjectMemo {
+impl SchemaMemo {
     /// What is remembered for `schema_id` checked in `generation` (≥ 1).
     #[inline]
     pub fn key(generation: u32, schema_id: u32) -> u64 {
@@ -277,12 +279,12 @@ impl SubjectMemo {
 }
 
 /// A memo is not part of what a plan decides.
-impl PartialEq for SubjectMemo {
+impl PartialEq for SchemaMemo {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
-impl Eq for SubjectMemo {}
+impl Eq for SchemaMemo {}
 
 impl StreamPlan {
     /// The publish targets (empty unless the route publishes).
@@ -544,7 +546,7 @@ impl Routes {
         StreamPlan {
             route: self.route(h),
             subject: self.subject.as_ref().map(|t| t.render(h)),
-            subject_memo: SubjectMemo::default(),
+            schema_memo: SchemaMemo::default(),
         }
     }
 
