@@ -164,8 +164,8 @@ impl<'c> Loop<'c, '_> {
             let mut queue_full = false;
             let mut mark = Instant::now();
             let upkeep_before = mark - turn_start;
-            // Its own handle on the state, so a record's lock can be held
-            // across `&mut self` calls: one lock per record, not two.
+            // Its own handle on the state, so a phase's lock can be held
+            // across `&mut self` calls (`handle_staged`).
             let shared = Arc::clone(&self.shared);
             for i in 0..TURN_RECORDS {
                 let polled = self.consumer.poll(first_wait);
