@@ -3,6 +3,7 @@
 //! same record, rules, schema cache and dedup window.
 
 use super::stream::stream;
+use envelope_router::kafka::POLL_PHASE;
 use envelope_router::pipeline::dedup::DedupWindow;
 use envelope_router::pipeline::route::{DefaultAction, RouteSpec, Routes};
 use envelope_router::pipeline::schema::SchemaMode;
@@ -50,19 +51,21 @@ pub fn populated_cache() -> Arc<SchemaCache> {
 
 /// One record of `payload_len` bytes, processed again and again with a new
 /// message id each time, against a window that settles at ~1.1M ids.
+///
+/// Records go through in phases of [`POLL_PHASE`], as the router's loop
+/// handles them (`kafka/lookahead.rs`): the dedup lines of a whole phase
+/// start loading (`Pipeline::prefetch`), then its records are processed
+/// one after another, each handed what the prefetch found of its id.
 pub struct Core {
     pipeline: Pipeline,
     cache: Arc<SchemaCache>,
-    /// Two copies of the record, used in turn: record `n` is processed
-    /// while record `n + 1`'s dedup line is prefetched, as the router's loop
-    /// does with the record it polled next (`Pipeline::prefetch`), and
-    /// handed what that found of its id when it is processed.
-    records: [Vec<u8>; 2],
+    /// One copy of the record per place in a phase, each given its own id.
+    records: Vec<Vec<u8>>,
     id_at: usize,
     window: DedupWindow,
     n: u64,
-    /// What the prefetch of the record processed next found of its id.
-    early: Option<EarlyId>,
+    /// What the prefetch of each of the phase's records found of its id.
+    early: Vec<Option<EarlyId>>,
 }
 
 impl Core {
@@ -83,45 +86,49 @@ impl Core {
         // The id's bytes sit right after the header's first key and lengths;
         // rewriting them gives every record a new id without re-encoding.
         let id_at = record.windows(16).position(|w| w == [0u8; 16]).unwrap();
-        let mut core = Core {
+        Core {
             pipeline,
             cache,
-            records: [record.clone(), record],
+            records: vec![record; POLL_PHASE],
             id_at,
             window: DedupWindow::default(),
             n: 0,
-            early: None,
-        };
-        core.set_id(1);
-        core
+            early: vec![None; POLL_PHASE],
+        }
     }
 
-    /// Gives the copy that record `n` uses the id `n`.
+    /// Gives the phase's records the ids that follow `n`, and starts
+    /// loading their dedup lines.
     #[inline]
-    fn set_id(&mut self, n: u64) {
+    fn stage_phase(&mut self, n: u64) {
         let at = self.id_at;
-        self.records[(n % 2) as usize][at..at + 8].copy_from_slice(&n.to_le_bytes());
+        for (i, (record, early)) in self.records.iter_mut().zip(&mut self.early).enumerate() {
+            record[at..at + 8].copy_from_slice(&(n + i as u64).to_le_bytes());
+            *early = Pipeline::prefetch(record, &self.window);
+        }
     }
 
     /// Processes the next record; true when it is published, as it must be.
     #[inline]
     pub fn step(&mut self) -> bool {
-        self.n += 1;
         let n = self.n;
-        self.set_id(n + 1);
-        let next = Pipeline::prefetch(&self.records[((n + 1) % 2) as usize], &self.window);
+        self.n += 1;
+        let place = (n % POLL_PHASE as u64) as usize;
+        if place == 0 {
+            self.stage_phase(n + 1);
+        }
         // One simulated second per 100k records, a 10 s window: about 1.1M
         // ids resident, each inserted once and expired once, as in the
         // router's steady state.
         let now_s = (n / 100_000) as u32;
         let v = self.pipeline.process_early(
-            black_box(&self.records[(n % 2) as usize]),
-            std::mem::replace(&mut self.early, next),
+            black_box(&self.records[place]),
+            self.early[place].take(),
             &mut self.window,
             now_s,
             &*self.cache,
         );
-        if n % 1024 == 0 {
+        if n % 1024 == 1023 {
             self.window.expire(now_s, 10);
         }
         matches!(v, Verdict::Publish { .. })
