@@ -3,12 +3,10 @@
 //! record before it is settled (delivered to all its outputs, dead-lettered,
 //! or dropped as duplicate/filtered). Pure logic, no Kafka.
 
-use std::collections::VecDeque;
-
 /// One record awaiting settlement: one cache line each, so the line a
 /// delivery report's settlement prefetches holds the whole slot (56 bytes
 /// of fields, aligned to 64).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(align(64))]
 struct Slot {
     offset: i64,
@@ -47,12 +45,18 @@ impl Settled {
 }
 
 /// The ledger of one input partition. Sequence numbers are per partition and
-/// contiguous, so a delivery report finds its record by index.
+/// contiguous, so a delivery report finds its record by index: the slots
+/// are a ring whose length is a power of two, and record `seq` lives at
+/// `seq & (len - 1)` while it is unsettled (one mask per lookup, where a
+/// `VecDeque` adds its head and wraps).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// Sequence number of `slots[0]`.
+    /// Sequence number of the oldest unsettled record.
     base_seq: u64,
-    slots: VecDeque<Slot>,
+    /// Records from `base_seq` on: `base_seq + unsettled` is the next one.
+    unsettled: usize,
+    /// The ring (empty until the first record).
+    slots: Vec<Slot>,
     /// Records with `pending > 0`.
     in_flight: usize,
     /// Next offset to consume once everything before it is settled.
@@ -60,6 +64,9 @@ pub struct Ledger {
     /// Whether `committable` moved since [`Ledger::take_committable`].
     dirty: bool,
 }
+
+/// The ring's first length.
+const FIRST_RING: usize = 64;
 
 impl Ledger {
     /// Records a record read at `offset` that needs `outputs` acknowledgements
@@ -84,27 +91,62 @@ impl Ledger {
         event_time_ms: Option<i64>,
         fingerprint: Option<u64>,
     ) -> u64 {
-        let seq = self.base_seq + self.slots.len() as u64;
-        self.slots.push_back(Slot {
+        if self.unsettled == self.slots.len() {
+            self.grow();
+        }
+        let seq = self.base_seq + self.unsettled as u64;
+        let at = self.index(seq);
+        self.slots[at] = Slot {
             offset,
             pending: outputs,
             arrived_ns,
             event_time_ms,
             fingerprint,
-        });
+        };
+        self.unsettled += 1;
         if outputs > 0 {
             self.in_flight += 1;
+        } else {
+            // Settled already: the watermark moves if it is the oldest.
+            self.advance();
         }
-        self.advance();
         seq
+    }
+
+    /// Where record `seq` lives in the ring (non-empty).
+    #[inline]
+    fn index(&self, seq: u64) -> usize {
+        seq as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot of record `seq`, while it is unsettled.
+    #[inline]
+    fn slot(&self, seq: u64) -> Option<&Slot> {
+        let behind = seq.wrapping_sub(self.base_seq);
+        (behind < self.unsettled as u64).then(|| &self.slots[self.index(seq)])
+    }
+
+    /// Doubles the ring, keeping each record at its sequence number's
+    /// index: with the length doubled, record `seq` moves to its old index
+    /// or that plus the old length, and the old ring twice over holds it at
+    /// both (one block copy; the copies outside the unsettled window are
+    /// never read).
+    #[cold]
+    fn grow(&mut self) {
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); FIRST_RING];
+        } else {
+            self.slots.extend_from_within(..);
+        }
     }
 
     /// One output of record `seq` was acknowledged. Returns the record when
     /// that was its last output. Unknown or already settled sequence numbers
     /// (a report from before a reset) are ignored.
     pub fn settle(&mut self, seq: u64) -> Option<Settled> {
-        let index = seq.checked_sub(self.base_seq)? as usize;
-        let slot = self.slots.get_mut(index)?;
+        self.slot(seq)?;
+        let at = self.index(seq);
+        let slot = &mut self.slots[at];
         if slot.pending == 0 {
             return None;
         }
@@ -118,19 +160,23 @@ impl Ledger {
             fingerprint: slot.fingerprint,
         };
         self.in_flight -= 1;
-        self.advance();
+        if seq == self.base_seq {
+            self.advance();
+        }
         Some(settled)
     }
 
+    /// Moves the watermark past the settled records at the front.
     fn advance(&mut self) {
-        while let Some(front) = self.slots.front() {
+        while self.unsettled > 0 {
+            let front = &self.slots[self.index(self.base_seq)];
             if front.pending > 0 {
                 break;
             }
             self.committable = Some(front.offset + 1);
             self.dirty = true;
-            self.slots.pop_front();
             self.base_seq += 1;
+            self.unsettled -= 1;
         }
     }
 
@@ -138,16 +184,14 @@ impl Ledger {
     /// read; nothing else changes.
     #[inline]
     pub fn prefetch(&self, seq: u64) {
-        let index = seq.wrapping_sub(self.base_seq) as usize;
-        if let Some(slot) = self.slots.get(index) {
+        if let Some(slot) = self.slot(seq) {
             crate::pipeline::prefetch_line(slot);
         }
     }
 
     /// The input offset of record `seq`, while it is unsettled.
     pub fn offset_of(&self, seq: u64) -> Option<i64> {
-        let index = seq.checked_sub(self.base_seq)? as usize;
-        self.slots.get(index).map(|s| s.offset)
+        self.slot(seq).map(|s| s.offset)
     }
 
     /// The next offset to commit, if it moved since the last call.
@@ -176,7 +220,7 @@ impl Ledger {
 
     /// Records read but not yet committable (in flight or behind one).
     pub fn unsettled(&self) -> usize {
-        self.slots.len()
+        self.unsettled
     }
 }
 
@@ -231,6 +275,54 @@ mod tests {
             0.0,
             "a clock that reads earlier"
         );
+    }
+
+    /// The ledger as a plain list: every record ever pushed, with its
+    /// outputs still unacknowledged.
+    #[derive(Default)]
+    struct Model {
+        records: Vec<(i64, u32)>,
+        committed: usize,
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_ring_agrees_with_a_plain_list(
+            ops in proptest::collection::vec((0u32..4, 0usize..400, proptest::bool::ANY), 1..600)
+        ) {
+            let (mut l, mut m) = (Ledger::default(), Model::default());
+            for (outputs, pick, push) in ops {
+                if push || m.records.is_empty() {
+                    let offset = 2 * m.records.len() as i64; // offsets with gaps
+                    let seq = l.push(offset, outputs, 0, Some(offset));
+                    proptest::prop_assert_eq!(seq, m.records.len() as u64);
+                    m.records.push((offset, outputs));
+                } else {
+                    // Any record ever pushed, settled or not, and some never pushed.
+                    let seq = pick % (m.records.len() + 2);
+                    let expected = match m.records.get_mut(seq) {
+                        Some((offset, pending)) if *pending > 0 => {
+                            *pending -= 1;
+                            (*pending == 0).then_some(Some(*offset))
+                        }
+                        _ => None,
+                    };
+                    let got = l.settle(seq as u64).map(|s| s.event_time_ms);
+                    proptest::prop_assert_eq!(got, expected.flatten().map(Some));
+                }
+                let front = m.records.iter().position(|r| r.1 > 0).unwrap_or(m.records.len());
+                let moved = front > m.committed;
+                let expected = moved.then(|| m.records[front - 1].0 + 1);
+                m.committed = m.committed.max(front);
+                proptest::prop_assert_eq!(l.take_committable(), expected);
+                proptest::prop_assert_eq!(l.unsettled(), m.records.len() - front);
+                proptest::prop_assert_eq!(l.in_flight(), m.records.iter().filter(|r| r.1 > 0).count());
+                for seq in front..m.records.len() {
+                    proptest::prop_assert_eq!(l.offset_of(seq as u64), Some(m.records[seq].0));
+                }
+                proptest::prop_assert_eq!(l.offset_of(m.records.len() as u64), None);
+            }
+        }
     }
 
     #[test]
