@@ -119,11 +119,16 @@ impl Ledger {
         seq as usize & (self.slots.len() - 1)
     }
 
+    /// Whether record `seq` is unsettled, so the ring holds it.
+    #[inline]
+    fn holds(&self, seq: u64) -> bool {
+        seq.wrapping_sub(self.base_seq) < self.unsettled as u64
+    }
+
     /// The slot of record `seq`, while it is unsettled.
     #[inline]
     fn slot(&self, seq: u64) -> Option<&Slot> {
-        let behind = seq.wrapping_sub(self.base_seq);
-        (behind < self.unsettled as u64).then(|| &self.slots[self.index(seq)])
+        self.holds(seq).then(|| &self.slots[self.index(seq)])
     }
 
     /// Doubles the ring, keeping each record at its sequence number's
@@ -144,7 +149,9 @@ impl Ledger {
     /// that was its last output. Unknown or already settled sequence numbers
     /// (a report from before a reset) are ignored.
     pub fn settle(&mut self, seq: u64) -> Option<Settled> {
-        self.slot(seq)?;
+        if !self.holds(seq) {
+            return None;
+        }
         let at = self.index(seq);
         let slot = &mut self.slots[at];
         if slot.pending == 0 {
